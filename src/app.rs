@@ -1,0 +1,268 @@
+//! Wiring: key stores and refreshers, the authenticator and its cache, one worker thread per
+//! core (each a current-thread tokio runtime with its own `SO_REUSEPORT` listener and upstream
+//! pool — no work stealing, no shared pool lock), a control thread for refreshers, the admin
+//! listener and housekeeping, and a bounded graceful drain.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use http::HeaderValue;
+use tokio::sync::{watch, Semaphore};
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::forward::Upstream;
+use crate::jwks::{self, Issuer};
+use crate::listener::{self, ConnSettings};
+use crate::proxy::{RequestMetrics, Shared, Worker};
+use crate::{admin, metrics, tls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("upstream.token_file {path}: {message}")]
+    TokenFile { path: String, message: String },
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running proxy. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+    control: Option<JoinHandle<()>>,
+    conn_limit: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+fn read_token_file(path: &PathBuf) -> Result<HeaderValue, StartError> {
+    let err = |message: String| StartError::TokenFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    HeaderValue::try_from(format!("Bearer {}", text.trim()))
+        .map_err(|_| err("content is not a valid header value".into()))
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Start everything and return once the listeners are bound (keys may not have arrived yet:
+/// `/readyz` says when they have).
+pub fn start(config: Config) -> Result<Running, StartError> {
+    let prometheus = metrics::install();
+    let issuers: Vec<Arc<Issuer>> = config
+        .issuers
+        .iter()
+        .cloned()
+        .map(|c| Arc::new(Issuer::new(c)))
+        .collect();
+    let auth = Authenticator::new(&config, issuers.clone());
+
+    let proxy_token = Arc::new(ArcSwapOption::empty());
+    let token_file = config.upstream.as_ref().and_then(|u| u.token_file.clone());
+    if let Some(path) = &token_file {
+        proxy_token.store(Some(Arc::new(read_token_file(path)?)));
+    }
+    let tls = match &config.server.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(
+            &t.cert_file,
+            &t.key_file,
+            t.client_ca_file.as_deref(),
+        )?))),
+        None => None,
+    };
+
+    // Bind everything before spawning anything, so errors surface here.
+    let bind = |addr, what| {
+        listener::bind_reuseport(addr).map_err(|source| StartError::Bind { addr, what, source })
+    };
+    let first = bind(config.server.listen, "server.listen")?;
+    let addr = first
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr: config.server.listen, what: "server.listen", source })?;
+    let mut sockets = vec![first];
+    for _ in 1..config.server.workers {
+        sockets.push(bind(addr, "server.listen")?);
+    }
+    let admin_std = std::net::TcpListener::bind(config.admin.listen).map_err(|source| StartError::Bind {
+        addr: config.admin.listen,
+        what: "admin.listen",
+        source,
+    })?;
+    admin_std.set_nonblocking(true).map_err(StartError::Thread)?;
+    let admin_addr = admin_std.local_addr().map_err(StartError::Thread)?;
+
+    let max_connections = config.server.max_connections;
+    let settings = Arc::new(ConnSettings::new(&config.server, tls));
+    let shared = Arc::new(Shared {
+        config,
+        auth,
+        shutting_down: Default::default(),
+        proxy_token: proxy_token.clone(),
+        metrics: RequestMetrics::new(),
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let conn_limit = Arc::new(Semaphore::new(max_connections));
+
+    // Control thread: refreshers, admin, housekeeping.
+    let control = {
+        let shared = shared.clone();
+        let shutdown = shutdown_rx.clone();
+        let rt = runtime().map_err(StartError::Thread)?;
+        std::thread::Builder::new()
+            .name("trp-control".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    for issuer in &issuers {
+                        tokio::spawn(jwks::run_refresher(issuer.clone(), shutdown.clone()));
+                    }
+                    match tokio::net::TcpListener::from_std(admin_std) {
+                        Ok(l) => {
+                            tokio::spawn(admin::serve(l, shared.clone(), prometheus, shutdown.clone()));
+                        }
+                        Err(e) => tracing::error!(error = %e, "admin listener failed"),
+                    }
+                    if let Some(path) = token_file {
+                        tokio::spawn(watch_token_file(path, proxy_token, shutdown.clone()));
+                    }
+                    housekeeping(shared, shutdown).await;
+                });
+            })
+            .map_err(StartError::Thread)?
+    };
+
+    let mut workers = Vec::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let shared = shared.clone();
+        let settings = settings.clone();
+        let limit = conn_limit.clone();
+        let shutdown = shutdown_rx.clone();
+        let grace = shared.config.server.shutdown_grace;
+        let rt = runtime().map_err(StartError::Thread)?;
+        let handle = std::thread::Builder::new()
+            .name(format!("trp-worker-{i}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    let upstream = match &shared.config.upstream {
+                        Some(u) => match Upstream::new(u, shared.proxy_token.clone()) {
+                            Ok(up) => Some(up),
+                            Err(e) => {
+                                tracing::error!(error = %e, "upstream client setup failed");
+                                None
+                            }
+                        },
+                        None => None,
+                    };
+                    let listener = match tokio::net::TcpListener::from_std(socket) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(error = %e, "listener setup failed");
+                            return;
+                        }
+                    };
+                    let worker = Arc::new(Worker { shared, upstream });
+                    listener::serve(worker, listener, settings, limit.clone(), shutdown).await;
+                    // Keep the runtime alive while connections drain, bounded by the grace.
+                    let deadline = Instant::now() + grace;
+                    while limit.available_permits() < max_connections && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                });
+            })
+            .map_err(StartError::Thread)?;
+        workers.push(handle);
+    }
+    Ok(Running {
+        addr,
+        admin_addr,
+        shared,
+        shutdown_tx,
+        workers,
+        control: Some(control),
+        conn_limit,
+        max_connections,
+    })
+}
+
+impl Running {
+    /// Stop accepting, let in-flight requests finish for up to `server.shutdown_grace`, stop
+    /// the background tasks. Returns the number of connections still open when the grace
+    /// period ended (0 = clean drain).
+    pub fn shutdown(mut self) -> usize {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        let grace = self.shared.config.server.shutdown_grace;
+        let started = Instant::now();
+        let _ = self.shutdown_tx.send(true);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        let open = self.max_connections - self.conn_limit.available_permits().min(self.max_connections);
+        if open > 0 {
+            tracing::warn!(open, ?grace, "shutdown grace elapsed with connections still open; closing them");
+        } else {
+            tracing::info!(elapsed = ?started.elapsed(), "drained");
+        }
+        if let Some(c) = self.control.take() {
+            let _ = c.join();
+        }
+        open
+    }
+}
+
+/// Periodic upkeep on the control thread: the cache-size gauge.
+async fn housekeeping(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let gauge = ::metrics::gauge!(crate::metrics::VERIFY_CACHE_ENTRIES);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        shared.auth.run_cache_maintenance().await;
+        gauge.set(shared.auth.cache_entries() as f64);
+    }
+}
+
+/// Re-read `upstream.token_file` when it changes (a projected token rotates); keep the last
+/// good value when it cannot be read.
+async fn watch_token_file(
+    path: PathBuf,
+    slot: Arc<ArcSwapOption<HeaderValue>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => return,
+        }
+        match read_token_file(&path) {
+            Ok(v) => {
+                let changed = slot.load().as_deref() != Some(&v);
+                if changed {
+                    slot.store(Some(Arc::new(v)));
+                    tracing::info!(path = %path.display(), "upstream token_file reloaded");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "keeping the previous upstream token"),
+        }
+    }
+}

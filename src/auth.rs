@@ -1,0 +1,436 @@
+//! `authenticate(token, audiences)`: the one question both the proxy and TokenReview ask.
+//!
+//! cache hit → re-check expiry and that the verifying key is still published → done.
+//! miss → (coalesced per key) parse → issuer by `iss` → cheap claim checks → bounded signature
+//! verification (one unknown-`kid` refetch allowed) → identity + headers → cached.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderName, HeaderValue};
+use metrics::{counter, histogram, Counter, Histogram};
+use tokio::sync::Semaphore;
+
+use crate::cache::{self, Audiences, Keyer, VerifyCache};
+use crate::config::{ClaimsMode, Config, IdentityMode};
+use crate::identity::{self, Identity};
+use crate::jwks::Issuer;
+use crate::metrics as m;
+use crate::verify::{self, Reject, LEGACY_ISSUER};
+
+/// An accepted token: who it is, and everything needed to re-check a cached copy.
+#[derive(Debug)]
+pub struct Verified {
+    /// Index into [`Authenticator::issuers`].
+    pub issuer: usize,
+    pub identity: Identity,
+    /// Identity headers for the configured convention, built once.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Token audiences ∩ the audiences asked for.
+    pub audiences: Vec<String>,
+    pub exp: Option<i64>,
+    /// The key that verified the signature ([`crate::keys::VerifyingKey::serial`]).
+    pub key_serial: u64,
+    /// `kubernetes.io.warnafter`, when the token carries one.
+    pub warnafter: Option<i64>,
+    pub legacy: bool,
+}
+
+/// What the cache stores.
+#[derive(Debug)]
+pub enum Outcome {
+    Accepted(Verified),
+    Rejected {
+        reason: Reject,
+        issuer: Option<usize>,
+    },
+}
+
+/// Why `authenticate` said no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// 401 with this reason.
+    Rejected {
+        reason: Reject,
+        issuer: Option<usize>,
+    },
+    /// The token's issuer has no usable keys (never fetched, or stale past `max_stale`): 503.
+    Unavailable { issuer: usize },
+}
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Pre-registered metric handles, so the hot path never formats or looks up labels.
+struct IssuerMetrics {
+    rejections: Vec<Counter>,
+    verify_duration: Histogram,
+    stale_tokens: Counter,
+    legacy_accepted: Counter,
+    legacy_rejected: Counter,
+}
+
+impl IssuerMetrics {
+    fn new(name: &str) -> IssuerMetrics {
+        IssuerMetrics {
+            rejections: Reject::ALL
+                .iter()
+                .map(|r| {
+                    counter!(m::TOKEN_REJECTIONS_TOTAL, "issuer" => name.to_string(), "reason" => r.as_str())
+                })
+                .collect(),
+            verify_duration: histogram!(m::VERIFY_DURATION_SECONDS, "issuer" => name.to_string()),
+            stale_tokens: counter!(m::STALE_TOKENS_TOTAL, "issuer" => name.to_string()),
+            legacy_accepted: counter!(m::LEGACY_TOKENS_TOTAL, "issuer" => name.to_string(), "result" => "accepted"),
+            legacy_rejected: counter!(m::LEGACY_TOKENS_TOTAL, "issuer" => name.to_string(), "result" => "rejected"),
+        }
+    }
+}
+
+/// Label for rejections that cannot be tied to a configured issuer.
+pub const UNKNOWN_ISSUER_LABEL: &str = "unknown";
+
+pub struct Authenticator {
+    pub issuers: Vec<Arc<Issuer>>,
+    by_iss: HashMap<String, usize>,
+    /// The `kubernetes` issuer whose keys verify legacy Secret-based tokens.
+    legacy_issuer: Option<usize>,
+    cache: VerifyCache,
+    keyer: Keyer,
+    /// Bounds concurrent signature verifications, so a flood of unique or bogus tokens cannot
+    /// take every core away from cache hits.
+    verify_permits: Semaphore,
+    max_token_bytes: usize,
+    mode: IdentityMode,
+    metrics: Vec<IssuerMetrics>,
+    unknown_rejections: Vec<Counter>,
+    cache_hit: Counter,
+    cache_miss: Counter,
+    cache_negative_hit: Counter,
+    /// Last time a stale (past warnafter) token was logged per service account.
+    stale_logged: Mutex<HashMap<String, Instant>>,
+}
+
+impl Authenticator {
+    pub fn new(config: &Config, issuers: Vec<Arc<Issuer>>) -> Authenticator {
+        let by_iss = issuers
+            .iter()
+            .enumerate()
+            .map(|(i, is)| (is.cfg.issuer.clone(), i))
+            .collect();
+        let legacy_issuer = issuers
+            .iter()
+            .position(|i| i.cfg.claims == ClaimsMode::Kubernetes && i.cfg.legacy_tokens)
+            .or_else(|| {
+                issuers
+                    .iter()
+                    .position(|i| i.cfg.claims == ClaimsMode::Kubernetes)
+            });
+        let metrics = issuers.iter().map(|i| IssuerMetrics::new(&i.cfg.name)).collect();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Authenticator {
+            by_iss,
+            legacy_issuer,
+            cache: cache::build(
+                config.cache.max_entries,
+                config.cache.max_ttl,
+                config.cache.negative_ttl,
+            ),
+            keyer: Keyer::random(),
+            verify_permits: Semaphore::new(cores),
+            max_token_bytes: config.server.max_header_bytes,
+            mode: config
+                .upstream
+                .as_ref()
+                .map_or(IdentityMode::Remote, |u| u.identity_headers),
+            metrics,
+            unknown_rejections: Reject::ALL
+                .iter()
+                .map(|r| counter!(m::TOKEN_REJECTIONS_TOTAL, "issuer" => UNKNOWN_ISSUER_LABEL, "reason" => r.as_str()))
+                .collect(),
+            cache_hit: counter!(m::VERIFY_CACHE_TOTAL, "result" => "hit"),
+            cache_miss: counter!(m::VERIFY_CACHE_TOTAL, "result" => "miss"),
+            cache_negative_hit: counter!(m::VERIFY_CACHE_TOTAL, "result" => "negative_hit"),
+            stale_logged: Mutex::new(HashMap::new()),
+            issuers,
+        }
+    }
+
+    pub fn issuer_name(&self, issuer: Option<usize>) -> &str {
+        issuer
+            .and_then(|i| self.issuers.get(i))
+            .map_or(UNKNOWN_ISSUER_LABEL, |i| i.cfg.name.as_str())
+    }
+
+    /// Number of entries in the verification cache (approximate, as moka reports it).
+    pub fn cache_entries(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    pub async fn run_cache_maintenance(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// Authenticate a bearer token for the given audiences.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        audiences: Audiences<'_>,
+    ) -> Result<Arc<Outcome>, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(self.reject(Reject::TooLarge, None));
+        }
+        let key = self.keyer.key(token, audiences);
+        if let Some(hit) = self.cache.get(&key).await {
+            match &*hit {
+                Outcome::Accepted(v) => match self.recheck(v) {
+                    Ok(()) => {
+                        self.cache_hit.increment(1);
+                        self.note_accepted(v);
+                        return Ok(hit);
+                    }
+                    Err(Recheck::Expired) => {
+                        self.cache_hit.increment(1);
+                        self.cache.invalidate(&key).await;
+                        return Err(self.reject(Reject::Expired, Some(v.issuer)));
+                    }
+                    Err(Recheck::Unavailable) => {
+                        return Err(AuthError::Unavailable { issuer: v.issuer })
+                    }
+                    // The verifying key was withdrawn: verify again from scratch.
+                    Err(Recheck::KeyGone) => self.cache.invalidate(&key).await,
+                },
+                Outcome::Rejected { reason, issuer } => {
+                    self.cache_negative_hit.increment(1);
+                    return Err(self.reject(*reason, *issuer));
+                }
+            }
+        }
+        self.cache_miss.increment(1);
+        let result = self
+            .cache
+            .try_get_with(key, async {
+                self.verify_uncached(token, audiences).await.map(Arc::new)
+            })
+            .await;
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => return Err(*e),
+        };
+        match &*outcome {
+            Outcome::Accepted(v) => {
+                self.note_accepted(v);
+                Ok(outcome)
+            }
+            Outcome::Rejected { reason, issuer } => {
+                let (reason, issuer) = (*reason, *issuer);
+                if reason == Reject::UnknownKey {
+                    // Not negatively cached: the key may be published any moment.
+                    self.cache.invalidate(&key).await;
+                }
+                Err(self.reject(reason, issuer))
+            }
+        }
+    }
+
+    fn reject(&self, reason: Reject, issuer: Option<usize>) -> AuthError {
+        let counters = match issuer.and_then(|i| self.metrics.get(i)) {
+            Some(im) => {
+                if reason == Reject::LegacyToken {
+                    im.legacy_rejected.increment(1);
+                }
+                &im.rejections
+            }
+            None => &self.unknown_rejections,
+        };
+        counters[reason as usize].increment(1);
+        AuthError::Rejected { reason, issuer }
+    }
+
+    fn recheck(&self, v: &Verified) -> Result<(), Recheck> {
+        let issuer = &self.issuers[v.issuer];
+        if let Some(exp) = v.exp {
+            if exp <= now_unix().saturating_sub(issuer.policy.clock_skew) {
+                return Err(Recheck::Expired);
+            }
+        }
+        let keys = issuer.store.usable().ok_or(Recheck::Unavailable)?;
+        if !keys.contains_serial(v.key_serial) {
+            return Err(Recheck::KeyGone);
+        }
+        Ok(())
+    }
+
+    /// Accounting done on every accepted use, cached or not.
+    fn note_accepted(&self, v: &Verified) {
+        let im = &self.metrics[v.issuer];
+        if v.legacy {
+            im.legacy_accepted.increment(1);
+        }
+        if let Some(w) = v.warnafter {
+            if now_unix() > w {
+                im.stale_tokens.increment(1);
+                self.log_stale(v);
+            }
+        }
+    }
+
+    fn log_stale(&self, v: &Verified) {
+        let now = Instant::now();
+        let Ok(mut seen) = self.stale_logged.lock() else {
+            return;
+        };
+        if let Some(last) = seen.get(&v.identity.username) {
+            if now.duration_since(*last).as_secs() < 3600 {
+                return;
+            }
+        }
+        if seen.len() > 10_000 {
+            seen.clear();
+        }
+        seen.insert(v.identity.username.clone(), now);
+        drop(seen);
+        let pod = v
+            .identity
+            .extra
+            .iter()
+            .find(|(k, _)| k == identity::EXTRA_POD_NAME)
+            .and_then(|(_, vals)| vals.first().cloned())
+            .unwrap_or_default();
+        let (ns, sa) = verify::split_sa_username(&v.identity.username).unwrap_or(("", ""));
+        tracing::warn!(
+            issuer = %self.issuers[v.issuer].cfg.name,
+            namespace = ns,
+            service_account = sa,
+            pod = %pod,
+            "token used after its kubernetes.io warnafter: this client caches its token instead of re-reading the projected file, and will break when token expiration extension is turned off"
+        );
+    }
+
+    /// Full verification. `Err` only for "no usable keys" (never cached); rejections are
+    /// `Ok(Outcome::Rejected)` so they can be negatively cached.
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        audiences: Audiences<'_>,
+    ) -> Result<Outcome, AuthError> {
+        let rejected = |reason, issuer| Ok(Outcome::Rejected { reason, issuer });
+        let t = match verify::parse(token, self.max_token_bytes) {
+            Ok(t) => t,
+            Err(r) => return rejected(r, None),
+        };
+        let iss = t.claims.iss.as_deref().unwrap_or("");
+        let (idx, legacy) = if iss == LEGACY_ISSUER {
+            match self.legacy_issuer {
+                Some(i) => (i, true),
+                None => return rejected(Reject::UnknownIssuer, None),
+            }
+        } else {
+            match self.by_iss.get(iss) {
+                Some(&i) => (i, false),
+                None => return rejected(Reject::UnknownIssuer, None),
+            }
+        };
+        let issuer = &self.issuers[idx];
+        let cfg = &issuer.cfg;
+        if legacy && !cfg.legacy_tokens {
+            return rejected(Reject::LegacyToken, Some(idx));
+        }
+        if !cfg.algorithms.contains(&t.alg) {
+            return rejected(Reject::UnsupportedAlgorithm, Some(idx));
+        }
+        let now = now_unix();
+        let exp = match verify::check_times(&t.claims, now, issuer.policy, !legacy) {
+            Ok(e) => e,
+            Err(r) => return rejected(r, Some(idx)),
+        };
+        let expected: &[String] = match audiences {
+            Audiences::Configured => &cfg.audiences,
+            Audiences::Explicit(list) => list,
+        };
+        let token_audiences = if legacy {
+            // Legacy tokens carry no audience; kube-apiserver accepts them for its own.
+            expected.to_vec()
+        } else {
+            match verify::audience_intersection(&t.claims, expected) {
+                Ok(a) => a,
+                Err(r) => return rejected(r, Some(idx)),
+            }
+        };
+        let identity = if legacy {
+            match verify::check_legacy_claims(&t.claims) {
+                Ok((ns, name)) => identity::legacy_identity(&t.claims, ns, name),
+                Err(r) => return rejected(r, Some(idx)),
+            }
+        } else {
+            match cfg.claims {
+                ClaimsMode::Kubernetes => match verify::check_kubernetes_claims(&t.claims) {
+                    Ok((ns, name)) => identity::kubernetes_identity(&t.claims, ns, name),
+                    Err(r) => return rejected(r, Some(idx)),
+                },
+                ClaimsMode::Oidc => match identity::oidc_identity(&t.payload, &cfg.claim_mappings) {
+                    Ok(id) => id,
+                    Err(r) => return rejected(r, Some(idx)),
+                },
+            }
+        };
+        let headers = match identity::identity_headers(&identity, self.mode) {
+            Ok(h) => h,
+            Err(r) => return rejected(r, Some(idx)),
+        };
+        let warnafter = t
+            .claims
+            .kube
+            .as_ref()
+            .and_then(|k| k.warnafter.as_ref())
+            .and_then(|w| w.as_f64())
+            .map(|w| w as i64);
+
+        // Signature work: bounded, and with one unknown-kid refetch.
+        let mut refetched = false;
+        let key_serial = loop {
+            let result = {
+                let _permit = self.verify_permits.acquire().await;
+                let Some(keys) = issuer.store.usable() else {
+                    return Err(AuthError::Unavailable { issuer: idx });
+                };
+                let started = Instant::now();
+                let r = verify::verify_signature(&t, &keys).map(|k| k.serial);
+                self.metrics[idx]
+                    .verify_duration
+                    .record(started.elapsed().as_secs_f64());
+                r
+            };
+            match result {
+                Ok(serial) => break serial,
+                Err(Reject::UnknownKey) if !refetched => {
+                    refetched = true;
+                    if !issuer.refetch_for_unknown_kid().await {
+                        return rejected(Reject::UnknownKey, Some(idx));
+                    }
+                }
+                Err(r) => return rejected(r, Some(idx)),
+            }
+        };
+        Ok(Outcome::Accepted(Verified {
+            issuer: idx,
+            identity,
+            headers,
+            audiences: token_audiences,
+            exp,
+            key_serial,
+            warnafter,
+            legacy,
+        }))
+    }
+}
+
+enum Recheck {
+    Expired,
+    KeyGone,
+    Unavailable,
+}

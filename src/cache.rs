@@ -1,0 +1,135 @@
+//! The verification cache: a token seen before costs a keyed hash and a lookup.
+//!
+//! Keys are a keyed BLAKE3 MAC (random per-process key) of the audience set and the token, so
+//! the cache never holds a token and its keys cannot be probed offline. (HMAC-SHA-256 was the
+//! first candidate; without SHA extensions on our CPUs it costs several times more per hit —
+//! see `benches/cache.rs` and BENCHMARKS.md.) Values are the whole verification outcome:
+//! accepted results with their pre-built identity headers, or rejections (negative entries).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::Expiry;
+
+use crate::auth::{Outcome, Verified};
+
+/// A 32-byte keyed hash of (audience set, token).
+pub type CacheKey = [u8; 32];
+
+/// Which audiences a lookup is for: the issuer's configured ones (proxy traffic, and
+/// TokenReview without `spec.audiences`), or an explicit set.
+#[derive(Debug, Clone, Copy)]
+pub enum Audiences<'a> {
+    Configured,
+    Explicit(&'a [String]),
+}
+
+pub struct Keyer {
+    key: [u8; 32],
+}
+
+impl Keyer {
+    pub fn random() -> Keyer {
+        let mut key = [0u8; 32];
+        // aws-lc-rs's system RNG; failure here means the OS has no entropy source.
+        if aws_lc_rs::rand::fill(&mut key).is_err() {
+            panic!("no system randomness available");
+        }
+        Keyer { key }
+    }
+
+    pub fn key(&self, token: &str, audiences: Audiences<'_>) -> CacheKey {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        match audiences {
+            Audiences::Configured => {
+                h.update(&[0]);
+            }
+            Audiences::Explicit(list) => {
+                // Order and duplicates do not change the set: sort a small vector of refs.
+                let mut v: Vec<&str> = list.iter().map(String::as_str).collect();
+                v.sort_unstable();
+                v.dedup();
+                h.update(&[1]);
+                for a in v {
+                    h.update(&(a.len() as u64).to_le_bytes());
+                    h.update(a.as_bytes());
+                }
+            }
+        }
+        h.update(&(token.len() as u64).to_le_bytes());
+        h.update(token.as_bytes());
+        *h.finalize().as_bytes()
+    }
+}
+
+/// Entry lifetime: accepted results live until min(max_ttl, exp − now); rejections live
+/// `negative_ttl`.
+struct OutcomeExpiry {
+    max_ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl Expiry<CacheKey, Arc<Outcome>> for OutcomeExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Outcome>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(match &**value {
+            Outcome::Accepted(v) => ttl_for(v, self.max_ttl),
+            Outcome::Rejected { .. } => self.negative_ttl,
+        })
+    }
+}
+
+fn ttl_for(v: &Verified, max_ttl: Duration) -> Duration {
+    match v.exp {
+        None => max_ttl,
+        Some(exp) => {
+            let left = exp.saturating_sub(crate::auth::now_unix());
+            max_ttl.min(Duration::from_secs(left.max(0) as u64))
+        }
+    }
+}
+
+pub type VerifyCache = Cache<CacheKey, Arc<Outcome>>;
+
+pub fn build(max_entries: u64, max_ttl: Duration, negative_ttl: Duration) -> VerifyCache {
+    Cache::builder()
+        .max_capacity(max_entries)
+        .expire_after(OutcomeExpiry {
+            max_ttl,
+            negative_ttl,
+        })
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_depend_on_token_and_audience_set_not_order() {
+        let k = Keyer::random();
+        let ab = vec!["a".to_string(), "b".to_string()];
+        let ba = vec!["b".to_string(), "a".to_string(), "a".to_string()];
+        let a = vec!["a".to_string()];
+        assert_eq!(k.key("t", Audiences::Explicit(&ab)), k.key("t", Audiences::Explicit(&ba)));
+        assert_ne!(k.key("t", Audiences::Explicit(&ab)), k.key("t", Audiences::Explicit(&a)));
+        assert_ne!(k.key("t", Audiences::Configured), k.key("t", Audiences::Explicit(&a)));
+        assert_ne!(k.key("t1", Audiences::Configured), k.key("t2", Audiences::Configured));
+        // Length prefixes: ["ab"] and ["a","b"] are different sets.
+        let joined = vec!["ab".to_string()];
+        assert_ne!(k.key("t", Audiences::Explicit(&ab)), k.key("t", Audiences::Explicit(&joined)));
+    }
+
+    #[test]
+    fn keys_are_per_process_secret() {
+        assert_ne!(
+            Keyer::random().key("t", Audiences::Configured),
+            Keyer::random().key("t", Audiences::Configured)
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! Who the caller is (SPEC section 5), and the upstream headers that say so (section 6),
+//! built once per verified token so a cache hit only clones `Bytes`-backed values.
+
+use http::{HeaderName, HeaderValue};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::config::{ClaimMappings, IdentityMode};
+use crate::verify::{Claims, Reject};
+
+pub const GROUP_AUTHENTICATED: &str = "system:authenticated";
+pub const GROUP_SERVICEACCOUNTS: &str = "system:serviceaccounts";
+pub const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
+pub const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
+pub const EXTRA_NODE_NAME: &str = "authentication.kubernetes.io/node-name";
+pub const EXTRA_NODE_UID: &str = "authentication.kubernetes.io/node-uid";
+pub const EXTRA_CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
+
+/// A Kubernetes `UserInfo`: what kube-apiserver would say about the same token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+    /// Sorted by key; each key once.
+    pub extra: Vec<(String, Vec<String>)>,
+}
+
+/// Kubernetes service-account identity, given the checked namespace and name.
+pub fn kubernetes_identity(claims: &Claims, ns: &str, name: &str) -> Identity {
+    let kube = claims.kube.as_ref();
+    let uid = kube
+        .and_then(|k| k.serviceaccount.as_ref())
+        .and_then(|s| s.uid.clone())
+        .unwrap_or_default();
+    let mut extra: Vec<(String, Vec<String>)> = Vec::new();
+    let mut push = |k: &str, v: Option<&String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            extra.push((k.to_string(), vec![v.clone()]));
+        }
+    };
+    if let Some(pod) = kube.and_then(|k| k.pod.as_ref()) {
+        push(EXTRA_POD_NAME, pod.name.as_ref());
+        push(EXTRA_POD_UID, pod.uid.as_ref());
+    }
+    if let Some(node) = kube.and_then(|k| k.node.as_ref()) {
+        push(EXTRA_NODE_NAME, node.name.as_ref());
+        push(EXTRA_NODE_UID, node.uid.as_ref());
+    }
+    if let Some(jti) = claims.jti.as_deref().filter(|j| !j.is_empty()) {
+        extra.push((EXTRA_CREDENTIAL_ID.to_string(), vec![format!("JTI={jti}")]));
+    }
+    extra.sort_by(|a, b| a.0.cmp(&b.0));
+    Identity {
+        username: format!("system:serviceaccount:{ns}:{name}"),
+        uid,
+        groups: vec![
+            GROUP_SERVICEACCOUNTS.to_string(),
+            format!("{GROUP_SERVICEACCOUNTS}:{ns}"),
+            GROUP_AUTHENTICATED.to_string(),
+        ],
+        extra,
+    }
+}
+
+/// Legacy Secret-based token identity (no pod binding, no credential id).
+pub fn legacy_identity(claims: &Claims, ns: &str, name: &str) -> Identity {
+    Identity {
+        username: format!("system:serviceaccount:{ns}:{name}"),
+        uid: claims.legacy_sa_uid.clone().unwrap_or_default(),
+        groups: vec![
+            GROUP_SERVICEACCOUNTS.to_string(),
+            format!("{GROUP_SERVICEACCOUNTS}:{ns}"),
+            GROUP_AUTHENTICATED.to_string(),
+        ],
+        extra: Vec::new(),
+    }
+}
+
+/// OIDC identity from the issuer's claim mappings. Usernames and groups in the reserved
+/// `system:` namespace are refused (`invalid_claims`): an OIDC issuer must not be able to mint
+/// a service-account or `system:masters` identity. Use a prefix to namespace them.
+pub fn oidc_identity(payload: &[u8], m: &ClaimMappings) -> Result<Identity, Reject> {
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(payload).map_err(|_| Reject::Malformed)?;
+    let username = match claims.get(&m.username) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => {
+            format!("{}{}", m.username_prefix, s)
+        }
+        _ => return Err(Reject::InvalidClaims),
+    };
+    if username.starts_with("system:") {
+        return Err(Reject::InvalidClaims);
+    }
+    let mut groups = Vec::new();
+    if let Some(g) = &m.groups {
+        match claims.get(g) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(s)) => groups.push(format!("{}{}", m.groups_prefix, s)),
+            Some(serde_json::Value::Array(items)) => {
+                for item in items {
+                    match item {
+                        serde_json::Value::String(s) => {
+                            groups.push(format!("{}{}", m.groups_prefix, s))
+                        }
+                        _ => return Err(Reject::InvalidClaims),
+                    }
+                }
+            }
+            Some(_) => return Err(Reject::InvalidClaims),
+        }
+    }
+    if groups.iter().any(|g| g.starts_with("system:")) {
+        return Err(Reject::InvalidClaims);
+    }
+    groups.push(GROUP_AUTHENTICATED.to_string());
+    let uid = match &m.uid {
+        None => String::new(),
+        Some(c) => match claims.get(c) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            None => String::new(),
+            Some(_) => return Err(Reject::InvalidClaims),
+        },
+    };
+    Ok(Identity {
+        username,
+        uid,
+        groups,
+        extra: Vec::new(),
+    })
+}
+
+/// Characters kept as-is in `X-Remote-Extra-<key>`: RFC 3986 unreserved. Everything else
+/// (notably `/`) is percent-encoded, as kube-apiserver's front-proxy expects.
+const EXTRA_KEY_SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Identity headers in the configured convention, built once per verified token.
+pub fn identity_headers(
+    id: &Identity,
+    mode: IdentityMode,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Reject> {
+    let (user, uid, group, extra_prefix) = match mode {
+        IdentityMode::None => return Ok(Vec::new()),
+        IdentityMode::Remote => ("x-remote-user", "x-remote-uid", "x-remote-group", "x-remote-extra-"),
+        IdentityMode::Impersonate => (
+            "impersonate-user",
+            "impersonate-uid",
+            "impersonate-group",
+            "impersonate-extra-",
+        ),
+    };
+    // Values come from a verified token, but still must be legal header values (no CR/LF/NUL).
+    let value = |s: &str| HeaderValue::from_str(s).map_err(|_| Reject::InvalidClaims);
+    let mut out = Vec::with_capacity(2 + id.groups.len() + id.extra.len());
+    out.push((HeaderName::from_static(user), value(&id.username)?));
+    if !id.uid.is_empty() {
+        out.push((HeaderName::from_static(uid), value(&id.uid)?));
+    }
+    for g in &id.groups {
+        out.push((HeaderName::from_static(group), value(g)?));
+    }
+    for (k, vs) in &id.extra {
+        let name = format!(
+            "{extra_prefix}{}",
+            utf8_percent_encode(k, EXTRA_KEY_SET)
+        );
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Reject::InvalidClaims)?;
+        for v in vs {
+            out.push((name.clone(), value(v)?));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(json: &str) -> Claims {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn kubernetes_identity_matches_kube_apiserver() {
+        let c = claims(
+            r#"{"sub":"system:serviceaccount:shop:cart","jti":"abc",
+            "kubernetes.io":{"namespace":"shop","serviceaccount":{"name":"cart","uid":"sa-uid"},
+            "pod":{"name":"cart-1","uid":"pod-uid"},"node":{"name":"n1","uid":"node-uid"}}}"#,
+        );
+        let id = kubernetes_identity(&c, "shop", "cart");
+        assert_eq!(id.username, "system:serviceaccount:shop:cart");
+        assert_eq!(id.uid, "sa-uid");
+        assert_eq!(
+            id.groups,
+            ["system:serviceaccounts", "system:serviceaccounts:shop", "system:authenticated"]
+        );
+        let keys: Vec<&str> = id.extra.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [EXTRA_CREDENTIAL_ID, EXTRA_NODE_NAME, EXTRA_NODE_UID, EXTRA_POD_NAME, EXTRA_POD_UID]
+        );
+        assert_eq!(id.extra[0].1, ["JTI=abc"]);
+    }
+
+    #[test]
+    fn remote_headers_percent_encode_extra_keys() {
+        let c = claims(
+            r#"{"sub":"system:serviceaccount:a:b","kubernetes.io":{"namespace":"a",
+            "serviceaccount":{"name":"b","uid":"u"},"pod":{"name":"p","uid":"pu"}}}"#,
+        );
+        let h = identity_headers(&kubernetes_identity(&c, "a", "b"), IdentityMode::Remote).unwrap();
+        let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-remote-user",
+                "x-remote-uid",
+                "x-remote-group",
+                "x-remote-group",
+                "x-remote-group",
+                "x-remote-extra-authentication.kubernetes.io%2Fpod-name",
+                "x-remote-extra-authentication.kubernetes.io%2Fpod-uid"
+            ]
+            .map(|s| s.to_ascii_lowercase())
+        );
+        let imp = identity_headers(&kubernetes_identity(&c, "a", "b"), IdentityMode::Impersonate)
+            .unwrap();
+        assert_eq!(imp[0].0.as_str(), "impersonate-user");
+        assert!(identity_headers(&kubernetes_identity(&c, "a", "b"), IdentityMode::None)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn oidc_mapping_prefixes_and_refuses_system_names() {
+        let m = ClaimMappings {
+            username: "email".into(),
+            username_prefix: "oidc:".into(),
+            groups: Some("groups".into()),
+            groups_prefix: "oidc:".into(),
+            uid: Some("sub".into()),
+        };
+        let id = oidc_identity(br#"{"sub":"123","email":"a@b","groups":["dev","ops"]}"#, &m).unwrap();
+        assert_eq!(id.username, "oidc:a@b");
+        assert_eq!(id.uid, "123");
+        assert_eq!(id.groups, ["oidc:dev", "oidc:ops", "system:authenticated"]);
+        let bare = ClaimMappings {
+            username_prefix: String::new(),
+            groups_prefix: String::new(),
+            ..m
+        };
+        assert_eq!(
+            oidc_identity(br#"{"sub":"1","email":"system:admin"}"#, &bare),
+            Err(Reject::InvalidClaims)
+        );
+        assert_eq!(
+            oidc_identity(br#"{"sub":"1","email":"x","groups":["system:masters"]}"#, &bare),
+            Err(Reject::InvalidClaims)
+        );
+        assert_eq!(oidc_identity(br#"{"sub":"1"}"#, &bare), Err(Reject::InvalidClaims));
+    }
+
+    #[test]
+    fn header_injection_is_refused() {
+        let id = Identity {
+            username: "a\r\nx-remote-group: system:masters".into(),
+            uid: String::new(),
+            groups: vec![],
+            extra: vec![],
+        };
+        assert_eq!(identity_headers(&id, IdentityMode::Remote), Err(Reject::InvalidClaims));
+    }
+}

@@ -1,0 +1,249 @@
+//! One request, start to finish: route (TokenReview or proxy), strip spoofable identity
+//! headers, extract the bearer, authenticate, forward. Every error becomes a response here, in
+//! one place, and no response body or log line ever carries a token.
+
+use std::convert::Infallible;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use metrics::{counter, histogram, Counter, Histogram};
+
+use crate::auth::{AuthError, Authenticator, Outcome};
+use crate::cache::Audiences;
+use crate::config::Config;
+use crate::forward::{self, Peer, Upstream, UpstreamError};
+use crate::metrics as m;
+use crate::token::{self, Bearer};
+use crate::tokenreview;
+use crate::verify::Reject;
+
+/// Response body: the upstream's streamed body, or a small one of our own.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// Everything every worker shares.
+pub struct Shared {
+    pub config: Config,
+    pub auth: Authenticator,
+    pub shutting_down: AtomicBool,
+    /// The proxy's own bearer for impersonate mode, re-read when `upstream.token_file` changes.
+    pub proxy_token: Arc<ArcSwapOption<HeaderValue>>,
+    pub metrics: RequestMetrics,
+}
+
+/// Pre-registered request metric handles.
+pub struct RequestMetrics {
+    ok: Counter,
+    missing_token: Counter,
+    rejected: Counter,
+    unavailable: Counter,
+    upstream_error: Counter,
+    duration: Histogram,
+    class: [Counter; 5],
+}
+
+impl RequestMetrics {
+    pub fn new() -> RequestMetrics {
+        let r = |v: &'static str| counter!(m::REQUESTS_TOTAL, "result" => v);
+        let c = |v: &'static str| counter!(m::UPSTREAM_RESPONSES_TOTAL, "class" => v);
+        RequestMetrics {
+            ok: r("ok"),
+            missing_token: r("missing_token"),
+            rejected: r("rejected"),
+            unavailable: r("unavailable"),
+            upstream_error: r("upstream_error"),
+            duration: histogram!(m::REQUEST_DURATION_SECONDS),
+            class: [c("2xx"), c("3xx"), c("4xx"), c("5xx"), c("error")],
+        }
+    }
+
+    fn upstream_status(&self, status: StatusCode) {
+        let i = match status.as_u16() {
+            200..=299 => 0,
+            300..=399 => 1,
+            400..=499 => 2,
+            _ => 3,
+        };
+        self.class[i].increment(1);
+    }
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a worker thread owns: the shared state and its own upstream connection pool.
+pub struct Worker {
+    pub shared: Arc<Shared>,
+    pub upstream: Option<Upstream>,
+}
+
+const REALM: &str = "Bearer realm=\"tokenreview-proxy\"";
+
+/// `WWW-Authenticate` values per reason, built once.
+static INVALID_TOKEN: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
+    Reject::ALL
+        .iter()
+        .map(|r| {
+            HeaderValue::from_str(&format!(
+                "{REALM}, error=\"invalid_token\", error_description=\"{}\"",
+                r.as_str()
+            ))
+            .unwrap_or_else(|_| HeaderValue::from_static(REALM))
+        })
+        .collect()
+});
+
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+pub fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub fn missing_token() -> Response<Body> {
+    let mut r = text(StatusCode::UNAUTHORIZED, "missing bearer token\n");
+    r.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(REALM));
+    r
+}
+
+pub fn rejected(reason: Reject) -> Response<Body> {
+    if reason == Reject::TooLarge {
+        return text(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request header fields too large\n",
+        );
+    }
+    let mut r = text(StatusCode::UNAUTHORIZED, reject_body(reason));
+    r.headers_mut()
+        .insert(WWW_AUTHENTICATE, INVALID_TOKEN[reason as usize].clone());
+    r
+}
+
+fn reject_body(reason: Reject) -> &'static str {
+    match reason {
+        Reject::Malformed => "invalid token: malformed\n",
+        Reject::TooLarge => "invalid token: too_large\n",
+        Reject::UnsupportedAlgorithm => "invalid token: unsupported_algorithm\n",
+        Reject::ForbiddenHeader => "invalid token: forbidden_header\n",
+        Reject::UnknownIssuer => "invalid token: unknown_issuer\n",
+        Reject::UnknownKey => "invalid token: unknown_key\n",
+        Reject::BadSignature => "invalid token: bad_signature\n",
+        Reject::Expired => "invalid token: expired\n",
+        Reject::NotYetValid => "invalid token: not_yet_valid\n",
+        Reject::IssuedInFuture => "invalid token: issued_in_future\n",
+        Reject::LifetimeExceeded => "invalid token: lifetime_exceeded\n",
+        Reject::AudienceMismatch => "invalid token: audience_mismatch\n",
+        Reject::InvalidClaims => "invalid token: invalid_claims\n",
+        Reject::LegacyToken => "invalid token: legacy_token\n",
+    }
+}
+
+pub fn unavailable() -> Response<Body> {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no usable keys for this token's issuer yet\n",
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+/// Entry point for every request on the main listener.
+pub async fn handle(
+    worker: &Worker,
+    peer: &Peer,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let shared = &*worker.shared;
+    if shared.config.tokenreview.enabled
+        && req.method() == Method::POST
+        && tokenreview::is_tokenreview_path(req.uri().path())
+    {
+        return Ok(tokenreview::handle(shared, req).await);
+    }
+    let started = Instant::now();
+    let resp = proxy(worker, peer, req).await;
+    shared
+        .metrics
+        .duration
+        .record(started.elapsed().as_secs_f64());
+    Ok(resp)
+}
+
+async fn proxy(worker: &Worker, peer: &Peer, mut req: Request<Incoming>) -> Response<Body> {
+    let shared = &*worker.shared;
+    let m = &shared.metrics;
+    let Some(upstream) = &worker.upstream else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    forward::strip_spoofable(req.headers_mut());
+
+    let outcome = match token::extract(req.headers()) {
+        Bearer::Missing => {
+            m.missing_token.increment(1);
+            return missing_token();
+        }
+        Bearer::Ambiguous => {
+            m.rejected.increment(1);
+            return text(
+                StatusCode::BAD_REQUEST,
+                "more than one Authorization header\n",
+            );
+        }
+        Bearer::Token(t) => match shared.auth.authenticate(t, Audiences::Configured).await {
+            Ok(o) => o,
+            Err(AuthError::Rejected { reason, issuer }) => {
+                m.rejected.increment(1);
+                tracing::debug!(token_fingerprint = %token::fingerprint(t), reason = reason.as_str(), issuer = shared.auth.issuer_name(issuer), "token rejected");
+                return rejected(reason);
+            }
+            Err(AuthError::Unavailable { issuer }) => {
+                m.unavailable.increment(1);
+                tracing::debug!(issuer = shared.auth.issuer_name(Some(issuer)), "no usable keys");
+                return unavailable();
+            }
+        },
+    };
+    let Outcome::Accepted(verified) = &*outcome else {
+        // authenticate() returns rejections as Err; this arm cannot be reached.
+        m.rejected.increment(1);
+        return rejected(Reject::InvalidClaims);
+    };
+    match upstream.forward(req, &verified.headers, peer).await {
+        Ok(resp) => {
+            m.ok.increment(1);
+            m.upstream_status(resp.status());
+            resp.map(Either::Left)
+        }
+        Err(e) => {
+            m.upstream_error.increment(1);
+            m.class[4].increment(1);
+            match e {
+                UpstreamError::Timeout => text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+                UpstreamError::Unreachable => text(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
+                UpstreamError::Failed => text(StatusCode::BAD_GATEWAY, "upstream request failed\n"),
+            }
+        }
+    }
+}

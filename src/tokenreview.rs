@@ -1,0 +1,272 @@
+//! The Kubernetes TokenReview API (SPEC section 8): `authentication.k8s.io/v1` and `v1beta1`,
+//! answered from the same verification cache as proxy traffic.
+//!
+//! Responses never echo `spec.token`. A token we reject is `200` with
+//! `status.authenticated: false` and `status.error` = the reason code; a body that is not a
+//! TokenReview is `400` with a Kubernetes `Status`; "no usable keys" is `503` with a `Status`
+//! and `Retry-After` (the review could not be decided, which is not the same as "invalid").
+
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use metrics::{counter, Counter};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::auth::{AuthError, Outcome};
+use crate::cache::Audiences;
+use crate::proxy::{json as json_response, Body, Shared};
+use crate::token::{self, Bearer};
+
+pub const PATH_V1: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+pub const PATH_V1BETA1: &str = "/apis/authentication.k8s.io/v1beta1/tokenreviews";
+/// Largest TokenReview request body accepted.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+pub fn is_tokenreview_path(path: &str) -> bool {
+    path == PATH_V1 || path == PATH_V1BETA1
+}
+
+struct ReviewMetrics {
+    v1: [Counter; 2],
+    v1beta1: [Counter; 2],
+}
+
+static METRICS: LazyLock<ReviewMetrics> = LazyLock::new(|| {
+    let c = |v: &'static str, a: &'static str| {
+        counter!(crate::metrics::TOKENREVIEWS_TOTAL, "version" => v, "authenticated" => a)
+    };
+    ReviewMetrics {
+        v1: [c("v1", "false"), c("v1", "true")],
+        v1beta1: [c("v1beta1", "false"), c("v1beta1", "true")],
+    }
+});
+
+#[derive(Deserialize)]
+struct ReviewRequest {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Option<Value>,
+    spec: Option<ReviewSpec>,
+}
+
+#[derive(Deserialize)]
+struct ReviewSpec {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    audiences: Option<Vec<String>>,
+}
+
+/// A Kubernetes `Status` failure object.
+pub fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    json_response(code, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// Handle a `POST` to one of the TokenReview paths.
+pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let (version, api_version) = if req.uri().path() == PATH_V1 {
+        ("v1", "authentication.k8s.io/v1")
+    } else {
+        ("v1beta1", "authentication.k8s.io/v1beta1")
+    };
+
+    if let Some(resp) = check_caller(shared, &req).await {
+        return resp;
+    }
+
+    let body: Bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "request body unreadable or over 1 MiB",
+            )
+        }
+    };
+    let review: ReviewRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "body is not a TokenReview object",
+            )
+        }
+    };
+    if review.kind.as_deref().is_some_and(|k| k != "TokenReview") {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "kind must be TokenReview");
+    }
+    if review
+        .api_version
+        .as_deref()
+        .is_some_and(|v| v != api_version)
+    {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("apiVersion must be {api_version} on this path"),
+        );
+    }
+    let Some(spec) = review.spec else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "spec is required");
+    };
+    if spec.token.is_empty() {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "token is required for TokenReview in authentication",
+        );
+    }
+    let requested = spec.audiences.unwrap_or_default();
+    let audiences = if requested.is_empty() {
+        Audiences::Configured
+    } else {
+        Audiences::Explicit(&requested)
+    };
+
+    let metrics = if version == "v1" {
+        &METRICS.v1
+    } else {
+        &METRICS.v1beta1
+    };
+    let mut spec_out = Map::new();
+    if !requested.is_empty() {
+        spec_out.insert("audiences".into(), json!(requested));
+    }
+    let metadata = review.metadata.unwrap_or_else(|| json!({}));
+    let status_obj = match shared.auth.authenticate(&spec.token, audiences).await {
+        Ok(outcome) => match &*outcome {
+            Outcome::Accepted(v) => {
+                metrics[1].increment(1);
+                let extra: Map<String, Value> = v
+                    .identity
+                    .extra
+                    .iter()
+                    .map(|(k, vals)| (k.clone(), json!(vals)))
+                    .collect();
+                let mut user = Map::new();
+                user.insert("username".into(), json!(v.identity.username));
+                if !v.identity.uid.is_empty() {
+                    user.insert("uid".into(), json!(v.identity.uid));
+                }
+                user.insert("groups".into(), json!(v.identity.groups));
+                if !extra.is_empty() {
+                    user.insert("extra".into(), Value::Object(extra));
+                }
+                json!({
+                    "authenticated": true,
+                    "user": user,
+                    "audiences": v.audiences,
+                })
+            }
+            Outcome::Rejected { reason, .. } => {
+                metrics[0].increment(1);
+                json!({"authenticated": false, "user": {}, "error": reason.as_str()})
+            }
+        },
+        Err(AuthError::Rejected { reason, .. }) => {
+            metrics[0].increment(1);
+            json!({"authenticated": false, "user": {}, "error": reason.as_str()})
+        }
+        Err(AuthError::Unavailable { .. }) => {
+            let mut r = status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "no usable keys for the token's issuer yet",
+            );
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
+    };
+    let body = json!({
+        "apiVersion": api_version,
+        "kind": "TokenReview",
+        "metadata": metadata,
+        "spec": spec_out,
+        "status": status_obj,
+    });
+    json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// `tokenreview.allowed_callers`: when set, the caller's own bearer must authenticate (same
+/// machinery, configured audiences) to a listed username or group. `None` = allowed.
+async fn check_caller(shared: &Shared, req: &Request<Incoming>) -> Option<Response<Body>> {
+    let allowed = &shared.config.tokenreview.allowed_callers;
+    if allowed.is_empty() {
+        return None;
+    }
+    let token = match token::extract(req.headers()) {
+        Bearer::Token(t) => t,
+        Bearer::Missing | Bearer::Ambiguous => {
+            let mut r = status(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "a bearer token is required to call TokenReview",
+            );
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tokenreview-proxy\""),
+            );
+            return Some(r);
+        }
+    };
+    match shared.auth.authenticate(token, Audiences::Configured).await {
+        Ok(outcome) => match &*outcome {
+            Outcome::Accepted(v) => {
+                let id = &v.identity;
+                let ok = allowed
+                    .iter()
+                    .any(|a| *a == id.username || id.groups.iter().any(|g| g == a));
+                if ok {
+                    None
+                } else {
+                    Some(status(
+                        StatusCode::FORBIDDEN,
+                        "Forbidden",
+                        "caller is not in tokenreview.allowed_callers",
+                    ))
+                }
+            }
+            Outcome::Rejected { .. } => Some(status(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "caller token rejected",
+            )),
+        },
+        Err(AuthError::Rejected { reason, .. }) => {
+            let mut r = status(StatusCode::UNAUTHORIZED, "Unauthorized", "caller token rejected");
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                crate::proxy::rejected(reason)
+                    .headers()
+                    .get(http::header::WWW_AUTHENTICATE)
+                    .cloned()
+                    .unwrap_or_else(|| HeaderValue::from_static("Bearer realm=\"tokenreview-proxy\"")),
+            );
+            Some(r)
+        }
+        Err(AuthError::Unavailable { .. }) => Some(status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "no usable keys to check the caller's token yet",
+        )),
+    }
+}
