@@ -205,6 +205,12 @@ pub fn start(config: Config) -> Result<Running, StartError> {
 }
 
 impl Running {
+    /// Begin shutdown without waiting (tests; a second caller of `shutdown` still drains).
+    pub fn signal_shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        let _ = self.shutdown_tx.send(true);
+    }
+
     /// Stop accepting, let in-flight requests finish for up to `server.shutdown_grace`, stop
     /// the background tasks. Returns the number of connections still open when the grace
     /// period ended (0 = clean drain).
