@@ -84,11 +84,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         proxy_token.store(Some(Arc::new(read_token_file(path)?)));
     }
     let tls = match &config.server.tls {
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(
-            &t.cert_file,
-            &t.key_file,
-            t.client_ca_file.as_deref(),
-        )?))),
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            tls::server_config(&t.cert_file, &t.key_file, t.client_ca_file.as_deref())?,
+        ))),
         None => None,
     };
 
@@ -97,19 +95,24 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         listener::bind_reuseport(addr).map_err(|source| StartError::Bind { addr, what, source })
     };
     let first = bind(config.server.listen, "server.listen")?;
-    let addr = first
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr: config.server.listen, what: "server.listen", source })?;
+    let addr = first.local_addr().map_err(|source| StartError::Bind {
+        addr: config.server.listen,
+        what: "server.listen",
+        source,
+    })?;
     let mut sockets = vec![first];
     for _ in 1..config.server.workers {
         sockets.push(bind(addr, "server.listen")?);
     }
-    let admin_std = std::net::TcpListener::bind(config.admin.listen).map_err(|source| StartError::Bind {
-        addr: config.admin.listen,
-        what: "admin.listen",
-        source,
-    })?;
-    admin_std.set_nonblocking(true).map_err(StartError::Thread)?;
+    let admin_std =
+        std::net::TcpListener::bind(config.admin.listen).map_err(|source| StartError::Bind {
+            addr: config.admin.listen,
+            what: "admin.listen",
+            source,
+        })?;
+    admin_std
+        .set_nonblocking(true)
+        .map_err(StartError::Thread)?;
     let admin_addr = admin_std.local_addr().map_err(StartError::Thread)?;
 
     let max_connections = config.server.max_connections;
@@ -138,7 +141,12 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                     }
                     match tokio::net::TcpListener::from_std(admin_std) {
                         Ok(l) => {
-                            tokio::spawn(admin::serve(l, shared.clone(), prometheus, shutdown.clone()));
+                            tokio::spawn(admin::serve(
+                                l,
+                                shared.clone(),
+                                prometheus,
+                                shutdown.clone(),
+                            ));
                         }
                         Err(e) => tracing::error!(error = %e, "admin listener failed"),
                     }
@@ -222,9 +230,17 @@ impl Running {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
-        let open = self.max_connections - self.conn_limit.available_permits().min(self.max_connections);
+        let open = self.max_connections
+            - self
+                .conn_limit
+                .available_permits()
+                .min(self.max_connections);
         if open > 0 {
-            tracing::warn!(open, ?grace, "shutdown grace elapsed with connections still open; closing them");
+            tracing::warn!(
+                open,
+                ?grace,
+                "shutdown grace elapsed with connections still open; closing them"
+            );
         } else {
             tracing::info!(elapsed = ?started.elapsed(), "drained");
         }

@@ -30,6 +30,9 @@ pub struct Verified {
     /// Token audiences ∩ the audiences asked for.
     pub audiences: Vec<String>,
     pub exp: Option<i64>,
+    /// `exp + clock_skew`: the last second this result may be served (cache entries live
+    /// until then, capped by `cache.max_ttl`).
+    pub valid_until: Option<i64>,
     /// The key that verified the signature ([`crate::keys::VerifyingKey::serial`]).
     pub key_serial: u64,
     /// `kubernetes.io.warnafter`, when the token carries one.
@@ -130,7 +133,10 @@ impl Authenticator {
                     .iter()
                     .position(|i| i.cfg.claims == ClaimsMode::Kubernetes)
             });
-        let metrics = issuers.iter().map(|i| IssuerMetrics::new(&i.cfg.name)).collect();
+        let metrics = issuers
+            .iter()
+            .map(|i| IssuerMetrics::new(&i.cfg.name))
+            .collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Authenticator {
             by_iss,
@@ -219,21 +225,20 @@ impl Authenticator {
             .await;
         let outcome = match result {
             Ok(o) => o,
-            Err(e) => return Err(*e),
+            // Never cached: "no keys" and "unknown kid" may change any moment.
+            Err(e) => {
+                return Err(match *e {
+                    AuthError::Rejected { reason, issuer } => self.reject(reason, issuer),
+                    unavailable => unavailable,
+                })
+            }
         };
         match &*outcome {
             Outcome::Accepted(v) => {
                 self.note_accepted(v);
                 Ok(outcome)
             }
-            Outcome::Rejected { reason, issuer } => {
-                let (reason, issuer) = (*reason, *issuer);
-                if reason == Reject::UnknownKey {
-                    // Not negatively cached: the key may be published any moment.
-                    self.cache.invalidate(&key).await;
-                }
-                Err(self.reject(reason, issuer))
-            }
+            Outcome::Rejected { reason, issuer } => Err(self.reject(*reason, *issuer)),
         }
     }
 
@@ -253,8 +258,9 @@ impl Authenticator {
 
     fn recheck(&self, v: &Verified) -> Result<(), Recheck> {
         let issuer = &self.issuers[v.issuer];
-        if let Some(exp) = v.exp {
-            if exp <= now_unix().saturating_sub(issuer.policy.clock_skew) {
+        if let Some(until) = v.valid_until {
+            // Same rule as verification: accepted while exp > now - clock_skew.
+            if until <= now_unix() {
                 return Err(Recheck::Expired);
             }
         }
@@ -311,8 +317,8 @@ impl Authenticator {
         );
     }
 
-    /// Full verification. `Err` only for "no usable keys" (never cached); rejections are
-    /// `Ok(Outcome::Rejected)` so they can be negatively cached.
+    /// Full verification. `Err` for outcomes that must not be cached ("no usable keys",
+    /// `unknown_key`); other rejections are `Ok(Outcome::Rejected)`, negatively cached.
     async fn verify_uncached(
         &self,
         token: &str,
@@ -372,10 +378,12 @@ impl Authenticator {
                     Ok((ns, name)) => identity::kubernetes_identity(&t.claims, ns, name),
                     Err(r) => return rejected(r, Some(idx)),
                 },
-                ClaimsMode::Oidc => match identity::oidc_identity(&t.payload, &cfg.claim_mappings) {
-                    Ok(id) => id,
-                    Err(r) => return rejected(r, Some(idx)),
-                },
+                ClaimsMode::Oidc => {
+                    match identity::oidc_identity(&t.payload, &cfg.claim_mappings) {
+                        Ok(id) => id,
+                        Err(r) => return rejected(r, Some(idx)),
+                    }
+                }
             }
         };
         let headers = match identity::identity_headers(&identity, self.mode) {
@@ -390,8 +398,10 @@ impl Authenticator {
             .and_then(|w| w.as_f64())
             .map(|w| w as i64);
 
-        // Signature work: bounded, and with one unknown-kid refetch.
-        let mut refetched = false;
+        // Signature work: bounded. An unknown kid asks the refresher for a refetch and looks
+        // again; a second attempt covers joining a fetch that began before the key was
+        // published (the rate limit then decides whether a new fetch happens).
+        let mut attempts = 0;
         let key_serial = loop {
             let result = {
                 let _permit = self.verify_permits.acquire().await;
@@ -400,17 +410,22 @@ impl Authenticator {
                 };
                 let started = Instant::now();
                 let r = verify::verify_signature(&t, &keys).map(|k| k.serial);
-                self.metrics[idx]
-                    .verify_duration
-                    .record(started.elapsed().as_secs_f64());
+                if r != Err(Reject::UnknownKey) {
+                    self.metrics[idx]
+                        .verify_duration
+                        .record(started.elapsed().as_secs_f64());
+                }
                 r
             };
             match result {
                 Ok(serial) => break serial,
-                Err(Reject::UnknownKey) if !refetched => {
-                    refetched = true;
-                    if !issuer.refetch_for_unknown_kid().await {
-                        return rejected(Reject::UnknownKey, Some(idx));
+                Err(Reject::UnknownKey) => {
+                    attempts += 1;
+                    if attempts > 2 || !issuer.refetch_for_unknown_kid().await {
+                        return Err(AuthError::Rejected {
+                            reason: Reject::UnknownKey,
+                            issuer: Some(idx),
+                        });
                     }
                 }
                 Err(r) => return rejected(r, Some(idx)),
@@ -422,6 +437,7 @@ impl Authenticator {
             headers,
             audiences: token_audiences,
             exp,
+            valid_until: exp.map(|e| e.saturating_add(issuer.policy.clock_skew)),
             key_serial,
             warnafter,
             legacy,

@@ -85,11 +85,11 @@ impl Expiry<CacheKey, Arc<Outcome>> for OutcomeExpiry {
 }
 
 fn ttl_for(v: &Verified, max_ttl: Duration) -> Duration {
-    match v.exp {
+    match v.valid_until {
         None => max_ttl,
-        Some(exp) => {
-            let left = exp.saturating_sub(crate::auth::now_unix());
-            max_ttl.min(Duration::from_secs(left.max(0) as u64))
+        Some(until) => {
+            let left = until.saturating_sub(crate::auth::now_unix()).max(0) as u64;
+            max_ttl.min(Duration::from_secs(left))
         }
     }
 }
@@ -116,13 +116,28 @@ mod tests {
         let ab = vec!["a".to_string(), "b".to_string()];
         let ba = vec!["b".to_string(), "a".to_string(), "a".to_string()];
         let a = vec!["a".to_string()];
-        assert_eq!(k.key("t", Audiences::Explicit(&ab)), k.key("t", Audiences::Explicit(&ba)));
-        assert_ne!(k.key("t", Audiences::Explicit(&ab)), k.key("t", Audiences::Explicit(&a)));
-        assert_ne!(k.key("t", Audiences::Configured), k.key("t", Audiences::Explicit(&a)));
-        assert_ne!(k.key("t1", Audiences::Configured), k.key("t2", Audiences::Configured));
+        assert_eq!(
+            k.key("t", Audiences::Explicit(&ab)),
+            k.key("t", Audiences::Explicit(&ba))
+        );
+        assert_ne!(
+            k.key("t", Audiences::Explicit(&ab)),
+            k.key("t", Audiences::Explicit(&a))
+        );
+        assert_ne!(
+            k.key("t", Audiences::Configured),
+            k.key("t", Audiences::Explicit(&a))
+        );
+        assert_ne!(
+            k.key("t1", Audiences::Configured),
+            k.key("t2", Audiences::Configured)
+        );
         // Length prefixes: ["ab"] and ["a","b"] are different sets.
         let joined = vec!["ab".to_string()];
-        assert_ne!(k.key("t", Audiences::Explicit(&ab)), k.key("t", Audiences::Explicit(&joined)));
+        assert_ne!(
+            k.key("t", Audiences::Explicit(&ab)),
+            k.key("t", Audiences::Explicit(&joined))
+        );
     }
 
     #[test]

@@ -81,7 +81,10 @@ pub struct MintArgs {
     #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local")]
     pub issuer: String,
     /// Audience (repeatable).
-    #[arg(long = "audience", default_value = "https://kubernetes.default.svc.cluster.local")]
+    #[arg(
+        long = "audience",
+        default_value = "https://kubernetes.default.svc.cluster.local"
+    )]
     pub audiences: Vec<String>,
     #[arg(long, default_value = "default")]
     pub namespace: String,
@@ -145,6 +148,9 @@ pub fn check_config(args: &ConfigArg) -> ExitCode {
     match load_config(&args.config) {
         Ok(c) => {
             print!("{}", c.summary());
+            for e in c.missing_files() {
+                println!("warning: {e} (must exist when the proxy runs)");
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -179,7 +185,13 @@ pub fn run(args: &ConfigArg) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    if let Some(e) = config.missing_files().into_iter().next() {
+        return usage_error(format!("invalid config: {e}"));
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return failure(e),
     };
@@ -320,7 +332,8 @@ Ctrl-C to stop."#,
 fn tamper(token: &str) -> String {
     let mut parts: Vec<String> = token.split('.').map(String::from).collect();
     if parts.len() == 3 {
-        if let Ok(mut payload) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&parts[1]) {
+        if let Ok(mut payload) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&parts[1])
+        {
             if let Some(pos) = payload.windows(5).position(|w| w == b"hello") {
                 payload[pos..pos + 5].copy_from_slice(b"admin");
             }
@@ -432,7 +445,9 @@ pub fn explain(reason: Reject) -> &'static str {
     match reason {
         Reject::Malformed => "not a compact JWS: three base64url (unpadded) segments of JSON",
         Reject::TooLarge => "longer than server.max_header_bytes",
-        Reject::UnsupportedAlgorithm => "alg is none/HS*, not in the issuer's algorithms, or does not fit the key",
+        Reject::UnsupportedAlgorithm => {
+            "alg is none/HS*, not in the issuer's algorithms, or does not fit the key"
+        }
         Reject::ForbiddenHeader => "header carries crit, jku, x5u, jwk, x5c or cty: JWT",
         Reject::UnknownIssuer => "iss matches no configured issuer",
         Reject::UnknownKey => "kid not in the issuer's JWKS (even after a refetch)",
@@ -442,7 +457,9 @@ pub fn explain(reason: Reject) -> &'static str {
         Reject::IssuedInFuture => "iat is in the future (beyond clock_skew)",
         Reject::LifetimeExceeded => "exp - iat exceeds the issuer's max_lifetime",
         Reject::AudienceMismatch => "aud shares no value with the issuer's audiences",
-        Reject::InvalidClaims => "missing/mistyped exp, duplicate claims, or sub disagrees with the kubernetes.io claim",
+        Reject::InvalidClaims => {
+            "missing/mistyped exp, duplicate claims, or sub disagrees with the kubernetes.io claim"
+        }
         Reject::LegacyToken => "a Secret-based legacy token, and legacy_tokens = false",
     }
 }
@@ -479,13 +496,25 @@ pub fn inspect(args: &InspectArgs) -> ExitCode {
         return failure("header or payload is not base64url-encoded JSON");
     };
     println!("UNVERIFIED — decoded without checking the signature");
-    println!("header: {}", serde_json::to_string_pretty(&header).unwrap_or_default());
-    println!("claims: {}", serde_json::to_string_pretty(&claims).unwrap_or_default());
+    println!(
+        "header: {}",
+        serde_json::to_string_pretty(&header).unwrap_or_default()
+    );
+    println!(
+        "claims: {}",
+        serde_json::to_string_pretty(&claims).unwrap_or_default()
+    );
     let now = crate::auth::now_unix();
     let num = |k: &str| claims.get(k).and_then(|v| v.as_f64()).map(|f| f as i64);
-    let iss = claims.get("iss").and_then(|v| v.as_str()).unwrap_or("(none)");
+    let iss = claims
+        .get("iss")
+        .and_then(|v| v.as_str())
+        .unwrap_or("(none)");
     println!("issuer:    {iss}");
-    println!("audiences: {}", claims.get("aud").map_or("(none)".into(), |a| a.to_string()));
+    println!(
+        "audiences: {}",
+        claims.get("aud").map_or("(none)".into(), |a| a.to_string())
+    );
     match num("exp") {
         Some(exp) => println!("expires:   {} ({exp})", describe_remaining(exp - now)),
         None => println!("expires:   never (no exp)"),
@@ -497,7 +526,10 @@ pub fn inspect(args: &InspectArgs) -> ExitCode {
         );
     }
     let kube = claims.get("kubernetes.io");
-    if let Some(w) = kube.and_then(|k| k.get("warnafter")).and_then(|v| v.as_f64()) {
+    if let Some(w) = kube
+        .and_then(|k| k.get("warnafter"))
+        .and_then(|v| v.as_f64())
+    {
         let w = w as i64;
         let note = if now > w {
             " — past it: this client is caching its token instead of re-reading the file"
@@ -531,7 +563,10 @@ pub fn inspect(args: &InspectArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return failure(e),
     };
@@ -551,7 +586,10 @@ pub fn inspect(args: &InspectArgs) -> ExitCode {
         if !jwks::wait_ready(&issuers, Duration::from_secs(10)).await {
             for i in &issuers {
                 if !i.store.is_ready() {
-                    println!("warning: issuer {:?} has no usable keys after 10s (see the log above)", i.cfg.name);
+                    println!(
+                        "warning: issuer {:?} has no usable keys after 10s (see the log above)",
+                        i.cfg.name
+                    );
                 }
             }
         }

@@ -290,6 +290,58 @@ impl Config {
         validate(raw, file)
     }
 
+    /// Every file the config names, with its key. Validation does not require them to exist
+    /// (an in-cluster config names files that only exist in the pod); `run` does, through
+    /// [`Config::check_files`], and `check-config` lists the missing ones as warnings.
+    pub fn files(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.server.tls {
+            out.push(("server.tls_cert_file".into(), t.cert_file.clone()));
+            out.push(("server.tls_key_file".into(), t.key_file.clone()));
+            if let Some(ca) = &t.client_ca_file {
+                out.push(("server.client_ca_file".into(), ca.clone()));
+            }
+        }
+        if let Some(u) = &self.upstream {
+            if let Some(p) = &u.ca_file {
+                out.push(("upstream.ca_file".into(), p.clone()));
+            }
+            if let Some((c, k)) = &u.client_cert {
+                out.push(("upstream.client_cert_file".into(), c.clone()));
+                out.push(("upstream.client_key_file".into(), k.clone()));
+            }
+            if let Some(p) = &u.token_file {
+                out.push(("upstream.token_file".into(), p.clone()));
+            }
+        }
+        for (i, is) in self.issuers.iter().enumerate() {
+            if let KeySource::File(p) = &is.source {
+                out.push((format!("issuers[{i}].jwks_file"), p.clone()));
+            }
+            if let Some(p) = &is.ca_file {
+                out.push((format!("issuers[{i}].ca_file"), p.clone()));
+            }
+            if let Some(p) = &is.token_file {
+                out.push((format!("issuers[{i}].token_file"), p.clone()));
+            }
+        }
+        out
+    }
+
+    /// The named files that cannot be read, as config errors (file and key).
+    pub fn missing_files(&self) -> Vec<ConfigError> {
+        self.files()
+            .into_iter()
+            .filter_map(|(key, path)| {
+                std::fs::File::open(&path).err().map(|e| ConfigError {
+                    file: self.source.clone(),
+                    key,
+                    message: format!("cannot read {}: {e}", path.display()),
+                })
+            })
+            .collect()
+    }
+
     /// A human summary of the effective config (for `check-config`). Never includes secrets:
     /// file paths only, never file contents.
     pub fn summary(&self) -> String {
@@ -375,32 +427,25 @@ fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         parse_duration(v.as_deref().unwrap_or(default)).map_err(|m| err(key, m))
     };
     let addr = |key: &str, v: &str| -> Result<SocketAddr, ConfigError> {
-        v.parse::<SocketAddr>()
-            .map_err(|e| err(key, format!("invalid address {v:?} ({e}); use HOST:PORT with an IP, e.g. \"0.0.0.0:8080\"")))
-    };
-    let existing = |key: &str, p: &Option<PathBuf>| -> Result<(), ConfigError> {
-        if let Some(p) = p {
-            if !p.exists() {
-                return Err(err(key, format!("file {} does not exist", p.display())));
-            }
-        }
-        Ok(())
+        v.parse::<SocketAddr>().map_err(|e| {
+            err(
+                key,
+                format!(
+                    "invalid address {v:?} ({e}); use HOST:PORT with an IP, e.g. \"0.0.0.0:8080\""
+                ),
+            )
+        })
     };
 
     // [server]
     let s = &raw.server;
     let listen = addr("server.listen", &s.listen)?;
     let tls = match (&s.tls_cert_file, &s.tls_key_file) {
-        (Some(c), Some(k)) => {
-            existing("server.tls_cert_file", &s.tls_cert_file)?;
-            existing("server.tls_key_file", &s.tls_key_file)?;
-            existing("server.client_ca_file", &s.client_ca_file)?;
-            Some(TlsFiles {
-                cert_file: c.clone(),
-                key_file: k.clone(),
-                client_ca_file: s.client_ca_file.clone(),
-            })
-        }
+        (Some(c), Some(k)) => Some(TlsFiles {
+            cert_file: c.clone(),
+            key_file: k.clone(),
+            client_ca_file: s.client_ca_file.clone(),
+        }),
         (None, None) => {
             if s.client_ca_file.is_some() {
                 return Err(err(
@@ -515,14 +560,8 @@ fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
                     ));
                 }
             }
-            existing("upstream.ca_file", &u.ca_file)?;
-            existing("upstream.token_file", &u.token_file)?;
             let client_cert = match (&u.client_cert_file, &u.client_key_file) {
-                (Some(c), Some(k)) => {
-                    existing("upstream.client_cert_file", &u.client_cert_file)?;
-                    existing("upstream.client_key_file", &u.client_key_file)?;
-                    Some((c.clone(), k.clone()))
-                }
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
                 (None, None) => None,
                 (Some(_), None) => {
                     return Err(err(
@@ -574,14 +613,16 @@ fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
     if upstream.is_none() && !tokenreview.enabled {
         return Err(err(
             "upstream.url",
-            "required when tokenreview.enabled = false (the proxy would have nothing to do)"
-                .into(),
+            "required when tokenreview.enabled = false (the proxy would have nothing to do)".into(),
         ));
     }
 
     // [[issuers]]
     if raw.issuers.is_empty() {
-        return Err(err("issuers", "at least one [[issuers]] entry is required".into()));
+        return Err(err(
+            "issuers",
+            "at least one [[issuers]] entry is required".into(),
+        ));
     }
     let mut issuers = Vec::with_capacity(raw.issuers.len());
     for (i, ri) in raw.issuers.iter().enumerate() {
@@ -594,7 +635,10 @@ fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         {
             return Err(err(
                 &k("name"),
-                format!("{:?} must be non-empty and use only A-Z a-z 0-9 - _ .", ri.name),
+                format!(
+                    "{:?} must be non-empty and use only A-Z a-z 0-9 - _ .",
+                    ri.name
+                ),
             ));
         }
         if issuers.iter().any(|x: &IssuerConfig| x.name == ri.name) {
@@ -609,8 +653,9 @@ fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
                 format!("{:?} is configured twice", ri.issuer),
             ));
         }
-        let sources =
-            ri.jwks_file.is_some() as u8 + ri.jwks_url.is_some() as u8 + ri.discovery_url.is_some() as u8;
+        let sources = ri.jwks_file.is_some() as u8
+            + ri.jwks_url.is_some() as u8
+            + ri.discovery_url.is_some() as u8;
         if sources > 1 {
             return Err(err(
                 &k("jwks_url"),
@@ -623,11 +668,13 @@ fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
                 .map_err(|e| err(key, format!("invalid URL {u:?} ({e})")))?;
             match (uri.scheme_str(), uri.authority()) {
                 (Some("http") | Some("https"), Some(_)) => Ok(()),
-                _ => Err(err(key, format!("{u:?} must be an http:// or https:// URL"))),
+                _ => Err(err(
+                    key,
+                    format!("{u:?} must be an http:// or https:// URL"),
+                )),
             }
         };
         let source = if let Some(f) = &ri.jwks_file {
-            existing(&k("jwks_file"), &ri.jwks_file)?;
             KeySource::File(f.clone())
         } else if let Some(u) = &ri.jwks_url {
             check_url(&k("jwks_url"), u)?;
@@ -666,7 +713,10 @@ fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             .clone()
             .unwrap_or_else(|| DEFAULT_ALGORITHMS.iter().map(|s| s.to_string()).collect());
         if alg_names.is_empty() {
-            return Err(err(&k("algorithms"), "must list at least one algorithm".into()));
+            return Err(err(
+                &k("algorithms"),
+                "must list at least one algorithm".into(),
+            ));
         }
         let mut algorithms = Vec::new();
         for a in &alg_names {
@@ -680,7 +730,6 @@ fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
                 algorithms.push(alg);
             }
         }
-        existing(&k("ca_file"), &ri.ca_file)?;
         let claims = match ri.claims.as_deref().unwrap_or("kubernetes") {
             "kubernetes" => ClaimsMode::Kubernetes,
             "oidc" => ClaimsMode::Oidc,
@@ -709,7 +758,9 @@ fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             username: m
                 .and_then(|m| m.username.clone())
                 .unwrap_or_else(|| "sub".into()),
-            username_prefix: m.and_then(|m| m.username_prefix.clone()).unwrap_or_default(),
+            username_prefix: m
+                .and_then(|m| m.username_prefix.clone())
+                .unwrap_or_default(),
             groups: m.and_then(|m| m.groups.clone()),
             groups_prefix: m.and_then(|m| m.groups_prefix.clone()).unwrap_or_default(),
             uid: m.and_then(|m| m.uid.clone()),
@@ -804,14 +855,23 @@ audiences = ["https://kubernetes.default.svc.cluster.local"]
                 "upstream.timeout",
             ),
             (
-                MIN.replace("name = \"cluster\"", "name = \"cluster\"\nalgorithms = [\"HS256\"]"),
+                MIN.replace(
+                    "name = \"cluster\"",
+                    "name = \"cluster\"\nalgorithms = [\"HS256\"]",
+                ),
                 "issuers[0].algorithms",
             ),
             (
-                MIN.replace("name = \"cluster\"", "name = \"cluster\"\nclaims = \"saml\""),
+                MIN.replace(
+                    "name = \"cluster\"",
+                    "name = \"cluster\"\nclaims = \"saml\"",
+                ),
                 "issuers[0].claims",
             ),
-            (MIN.replace("http://127.0.0.1:8081", "ftp://x"), "upstream.url"),
+            (
+                MIN.replace("http://127.0.0.1:8081", "ftp://x"),
+                "upstream.url",
+            ),
         ];
         for (text, key) in cases {
             let e = Config::parse(&text, "t.toml").unwrap_err();
@@ -821,7 +881,10 @@ audiences = ["https://kubernetes.default.svc.cluster.local"]
 
     #[test]
     fn missing_required_key_is_named() {
-        let text = MIN.replace("audiences = [\"https://kubernetes.default.svc.cluster.local\"]", "");
+        let text = MIN.replace(
+            "audiences = [\"https://kubernetes.default.svc.cluster.local\"]",
+            "",
+        );
         let e = Config::parse(&text, "t.toml").unwrap_err();
         assert!(e.to_string().contains("audiences"), "{e}");
     }

@@ -46,7 +46,9 @@ pub fn is_spoofable(name: &str) -> bool {
         }
     };
     let matches_prefix = |p: &[u8]| b.len() >= p.len() && b.iter().zip(p).all(|(&x, &y)| eq(x, y));
-    EXACT.iter().any(|p| b.len() == p.len() && matches_prefix(p))
+    EXACT
+        .iter()
+        .any(|p| b.len() == p.len() && matches_prefix(p))
         || PREFIX.iter().any(|p| matches_prefix(p))
 }
 
@@ -190,11 +192,12 @@ impl Upstream {
         peer: &Peer,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
-        let original_host = parts
-            .headers
-            .get(HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let original_host = parts.headers.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
         match self.mode {
@@ -292,7 +295,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-remote-group", "system:masters".parse().unwrap());
         h.append("x-remote-group", "other".parse().unwrap());
-        h.append("X_Remote_User".to_ascii_lowercase().parse::<HeaderName>().unwrap(), "root".parse().unwrap());
+        h.append(
+            "X_Remote_User"
+                .to_ascii_lowercase()
+                .parse::<HeaderName>()
+                .unwrap(),
+            "root".parse().unwrap(),
+        );
         h.append("accept", "*/*".parse().unwrap());
         strip_spoofable(&mut h);
         assert_eq!(h.len(), 1);

@@ -131,7 +131,11 @@ pub fn oidc_identity(payload: &[u8], m: &ClaimMappings) -> Result<Identity, Reje
 
 /// Characters kept as-is in `X-Remote-Extra-<key>`: RFC 3986 unreserved. Everything else
 /// (notably `/`) is percent-encoded, as kube-apiserver's front-proxy expects.
-const EXTRA_KEY_SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const EXTRA_KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Identity headers in the configured convention, built once per verified token.
 pub fn identity_headers(
@@ -140,7 +144,12 @@ pub fn identity_headers(
 ) -> Result<Vec<(HeaderName, HeaderValue)>, Reject> {
     let (user, uid, group, extra_prefix) = match mode {
         IdentityMode::None => return Ok(Vec::new()),
-        IdentityMode::Remote => ("x-remote-user", "x-remote-uid", "x-remote-group", "x-remote-extra-"),
+        IdentityMode::Remote => (
+            "x-remote-user",
+            "x-remote-uid",
+            "x-remote-group",
+            "x-remote-extra-",
+        ),
         IdentityMode::Impersonate => (
             "impersonate-user",
             "impersonate-uid",
@@ -159,10 +168,7 @@ pub fn identity_headers(
         out.push((HeaderName::from_static(group), value(g)?));
     }
     for (k, vs) in &id.extra {
-        let name = format!(
-            "{extra_prefix}{}",
-            utf8_percent_encode(k, EXTRA_KEY_SET)
-        );
+        let name = format!("{extra_prefix}{}", utf8_percent_encode(k, EXTRA_KEY_SET));
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Reject::InvalidClaims)?;
         for v in vs {
             out.push((name.clone(), value(v)?));
@@ -191,12 +197,22 @@ mod tests {
         assert_eq!(id.uid, "sa-uid");
         assert_eq!(
             id.groups,
-            ["system:serviceaccounts", "system:serviceaccounts:shop", "system:authenticated"]
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:shop",
+                "system:authenticated"
+            ]
         );
         let keys: Vec<&str> = id.extra.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys,
-            [EXTRA_CREDENTIAL_ID, EXTRA_NODE_NAME, EXTRA_NODE_UID, EXTRA_POD_NAME, EXTRA_POD_UID]
+            [
+                EXTRA_CREDENTIAL_ID,
+                EXTRA_NODE_NAME,
+                EXTRA_NODE_UID,
+                EXTRA_POD_NAME,
+                EXTRA_POD_UID
+            ]
         );
         assert_eq!(id.extra[0].1, ["JTI=abc"]);
     }
@@ -222,12 +238,17 @@ mod tests {
             ]
             .map(|s| s.to_ascii_lowercase())
         );
-        let imp = identity_headers(&kubernetes_identity(&c, "a", "b"), IdentityMode::Impersonate)
-            .unwrap();
+        let imp = identity_headers(
+            &kubernetes_identity(&c, "a", "b"),
+            IdentityMode::Impersonate,
+        )
+        .unwrap();
         assert_eq!(imp[0].0.as_str(), "impersonate-user");
-        assert!(identity_headers(&kubernetes_identity(&c, "a", "b"), IdentityMode::None)
-            .unwrap()
-            .is_empty());
+        assert!(
+            identity_headers(&kubernetes_identity(&c, "a", "b"), IdentityMode::None)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -239,7 +260,8 @@ mod tests {
             groups_prefix: "oidc:".into(),
             uid: Some("sub".into()),
         };
-        let id = oidc_identity(br#"{"sub":"123","email":"a@b","groups":["dev","ops"]}"#, &m).unwrap();
+        let id =
+            oidc_identity(br#"{"sub":"123","email":"a@b","groups":["dev","ops"]}"#, &m).unwrap();
         assert_eq!(id.username, "oidc:a@b");
         assert_eq!(id.uid, "123");
         assert_eq!(id.groups, ["oidc:dev", "oidc:ops", "system:authenticated"]);
@@ -253,10 +275,16 @@ mod tests {
             Err(Reject::InvalidClaims)
         );
         assert_eq!(
-            oidc_identity(br#"{"sub":"1","email":"x","groups":["system:masters"]}"#, &bare),
+            oidc_identity(
+                br#"{"sub":"1","email":"x","groups":["system:masters"]}"#,
+                &bare
+            ),
             Err(Reject::InvalidClaims)
         );
-        assert_eq!(oidc_identity(br#"{"sub":"1"}"#, &bare), Err(Reject::InvalidClaims));
+        assert_eq!(
+            oidc_identity(br#"{"sub":"1"}"#, &bare),
+            Err(Reject::InvalidClaims)
+        );
     }
 
     #[test]
@@ -267,6 +295,9 @@ mod tests {
             groups: vec![],
             extra: vec![],
         };
-        assert_eq!(identity_headers(&id, IdentityMode::Remote), Err(Reject::InvalidClaims));
+        assert_eq!(
+            identity_headers(&id, IdentityMode::Remote),
+            Err(Reject::InvalidClaims)
+        );
     }
 }

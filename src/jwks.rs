@@ -38,6 +38,9 @@ pub const REFETCH_WAIT: Duration = Duration::from_secs(5);
 pub const FILE_POLL: Duration = Duration::from_secs(1);
 /// Longest wait between retries while an issuer is failing.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Shortest scheduled refresh, whatever `max-age` says (the floor config puts on
+/// `refresh_interval`): `no-store` with `min_refetch_interval = "0s"` must not busy-loop.
+pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 
 /// One configured issuer at run time: its config, its keys, and refetch coordination.
 pub struct Issuer {
@@ -80,7 +83,7 @@ impl Issuer {
     /// suppressed by `min_refetch_interval` or did not finish within [`REFETCH_WAIT`].
     pub async fn refetch_for_unknown_kid(&self) -> bool {
         let mut rx = self.generation.subscribe();
-        let start = *rx.borrow_and_update();
+        let mut start = *rx.borrow_and_update();
         {
             let Ok(mut last) = self.last_triggered.lock() else {
                 return false;
@@ -94,6 +97,10 @@ impl Issuer {
                 }
                 *last = Some(Instant::now());
                 self.in_flight.store(true, Ordering::Release);
+                // The refresher bumps the generation before it clears `in_flight`, so having
+                // seen `in_flight` false, any earlier fetch's bump is already visible: wait
+                // for the fetch this call triggers, not a finished one.
+                start = *rx.borrow_and_update();
                 self.trigger.notify_one();
             }
         }
@@ -114,7 +121,8 @@ pub enum LastFetch {
 /// When to refresh next. `jitter` is uniform in [0, 1).
 ///
 /// Success: `refresh_interval`, or sooner when the response's `max-age` says so (never sooner
-/// than `min_refetch_interval`), shortened by up to 10% so a fleet does not refresh in step.
+/// than `min_refetch_interval`, nor than [`MIN_REFRESH`]), shortened by up to 10% so a fleet does
+/// not refresh in step.
 /// Failure: exponential backoff from 1 s, capped at min(refresh_interval, 60 s), ±20% jitter.
 pub fn next_refresh(
     refresh_interval: Duration,
@@ -127,7 +135,7 @@ pub fn next_refresh(
         LastFetch::Success { max_age } => {
             let mut base = refresh_interval;
             if let Some(age) = max_age {
-                base = base.min(age.max(min_refetch_interval));
+                base = base.min(age.max(min_refetch_interval).max(MIN_REFRESH));
             }
             base.mul_f64(1.0 - 0.1 * jitter)
         }
@@ -150,7 +158,12 @@ pub fn max_age(cache_control: &str) -> Option<Duration> {
         }
         if let Some((k, v)) = d.split_once('=') {
             if k.trim().eq_ignore_ascii_case("max-age") {
-                out = v.trim().trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+                out = v
+                    .trim()
+                    .trim_matches('"')
+                    .parse::<u64>()
+                    .ok()
+                    .map(Duration::from_secs);
             }
         }
     }
@@ -223,18 +236,20 @@ impl Fetcher {
             .map_err(|e| FetchError::Http(e.to_string()))?;
         if let Some(path) = &self.token_file {
             // Projected tokens rotate: read the file fresh for every fetch.
-            let token = tokio::fs::read_to_string(path)
-                .await
-                .map_err(|e| FetchError::TokenFile {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
+            let token =
+                tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| FetchError::TokenFile {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+            let value =
+                HeaderValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
+                    FetchError::TokenFile {
+                        path: path.display().to_string(),
+                        message: "content is not a valid header value".into(),
+                    }
                 })?;
-            let value = HeaderValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
-                FetchError::TokenFile {
-                    path: path.display().to_string(),
-                    message: "content is not a valid header value".into(),
-                }
-            })?;
             req.headers_mut().insert(AUTHORIZATION, value);
         }
         let resp = self
@@ -306,11 +321,12 @@ pub async fn run_refresher(issuer: Arc<Issuer>, mut shutdown: watch::Receiver<bo
     loop {
         issuer.in_flight.store(true, Ordering::Release);
         let result = match (&issuer.cfg.source, &fetcher) {
-            (KeySource::File(path), _) => refresh_from_file(&issuer, path, &mut last_file_digest).await,
+            (KeySource::File(path), _) => {
+                refresh_from_file(&issuer, path, &mut last_file_digest).await
+            }
             (_, Some(f)) => refresh_from_url(&issuer, f).await,
             (_, None) => Err(FetchError::Url("no fetcher".into())),
         };
-        issuer.in_flight.store(false, Ordering::Release);
         let last = match result {
             Ok(Refreshed { changed, max_age }) => {
                 consecutive_failures = 0;
@@ -333,7 +349,9 @@ pub async fn run_refresher(issuer: Arc<Issuer>, mut shutdown: watch::Receiver<bo
                 }
             }
         };
+        // Bump before clearing `in_flight` (see `refetch_for_unknown_kid`).
         issuer.generation.send_modify(|g| *g = g.wrapping_add(1));
+        issuer.in_flight.store(false, Ordering::Release);
         let delay = match issuer.cfg.source {
             KeySource::File(_) => FILE_POLL,
             _ => next_refresh(
@@ -374,8 +392,16 @@ async fn refresh_from_url(issuer: &Issuer, fetcher: &Fetcher) -> Result<Refreshe
                     issuer.cfg.issuer
                 )));
             }
-            doc.jwks_uri
-                .ok_or_else(|| FetchError::Discovery("no jwks_uri".into()))?
+            let jwks_uri = doc
+                .jwks_uri
+                .ok_or_else(|| FetchError::Discovery("no jwks_uri".into()))?;
+            // Discovery over HTTPS must not downgrade the key fetch to cleartext.
+            if url.starts_with("https://") && !jwks_uri.starts_with("https://") {
+                return Err(FetchError::Discovery(format!(
+                    "jwks_uri {jwks_uri:?} is not https although discovery was"
+                )));
+            }
+            jwks_uri
         }
         KeySource::Jwks(url) => url.clone(),
         KeySource::File(_) => return Err(FetchError::Url("file source".into())),
@@ -491,12 +517,37 @@ mod tests {
 
     #[test]
     fn max_age_shortens_but_never_below_min_refetch() {
-        let d = next_refresh(S(300), S(10), LastFetch::Success { max_age: Some(S(60)) }, 0.0);
+        let d = next_refresh(
+            S(300),
+            S(10),
+            LastFetch::Success {
+                max_age: Some(S(60)),
+            },
+            0.0,
+        );
         assert_eq!(d, S(60));
-        let d = next_refresh(S(300), S(10), LastFetch::Success { max_age: Some(S(1)) }, 0.0);
+        let d = next_refresh(
+            S(300),
+            S(10),
+            LastFetch::Success {
+                max_age: Some(S(1)),
+            },
+            0.0,
+        );
         assert_eq!(d, S(10));
-        let d = next_refresh(S(300), S(10), LastFetch::Success { max_age: Some(S(3600)) }, 0.0);
+        let d = next_refresh(
+            S(300),
+            S(10),
+            LastFetch::Success {
+                max_age: Some(S(3600)),
+            },
+            0.0,
+        );
         assert_eq!(d, S(300), "max-age never lengthens the interval");
+        let zero = Some(S(0));
+        let no_store = LastFetch::Success { max_age: zero };
+        let d = next_refresh(S(300), S(0), no_store, 0.0);
+        assert_eq!(d, MIN_REFRESH, "no-store + 0s min_refetch: no busy loop");
     }
 
     #[test]

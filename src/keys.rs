@@ -134,7 +134,10 @@ impl std::fmt::Debug for VerifyingKey {
 impl VerifyingKey {
     /// `None` when this key is not usable with `alg` (wrong type, or the JWK pinned another alg).
     pub fn verifier(&self, alg: Alg) -> Option<&ParsedPublicKey> {
-        self.verifiers.iter().find(|(a, _)| *a == alg).map(|(_, k)| k)
+        self.verifiers
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, k)| k)
     }
 
     pub fn verify(&self, alg: Alg, message: &[u8], sig: &[u8]) -> bool {
@@ -251,7 +254,9 @@ pub struct ParsedJwks {
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 fn b64(s: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
 }
 
 /// Parse a JWKS, keeping only keys usable with `allowed` algorithms. `previous` lets unchanged
@@ -333,8 +338,16 @@ fn parse_jwk(value: serde_json::Value, allowed: &[Alg]) -> Result<VerifyingKey, 
     let mut verifiers = Vec::with_capacity(algs.len());
     match key_type {
         KeyType::Rsa => {
-            let n = jwk.n.as_deref().and_then(b64).ok_or(DropReason::Malformed)?;
-            let e = jwk.e.as_deref().and_then(b64).ok_or(DropReason::Malformed)?;
+            let n = jwk
+                .n
+                .as_deref()
+                .and_then(b64)
+                .ok_or(DropReason::Malformed)?;
+            let e = jwk
+                .e
+                .as_deref()
+                .and_then(b64)
+                .ok_or(DropReason::Malformed)?;
             // Big-endian without leading zeros (RFC 7518 6.3.1.1); tolerate one leading zero.
             let n = strip_leading_zeros(&n);
             let e = strip_leading_zeros(&e);
@@ -363,8 +376,16 @@ fn parse_jwk(value: serde_json::Value, allowed: &[Alg]) -> Result<VerifyingKey, 
         }
         KeyType::P256 | KeyType::P384 => {
             let len = if key_type == KeyType::P256 { 32 } else { 48 };
-            let x = jwk.x.as_deref().and_then(b64).ok_or(DropReason::Malformed)?;
-            let y = jwk.y.as_deref().and_then(b64).ok_or(DropReason::Malformed)?;
+            let x = jwk
+                .x
+                .as_deref()
+                .and_then(b64)
+                .ok_or(DropReason::Malformed)?;
+            let y = jwk
+                .y
+                .as_deref()
+                .and_then(b64)
+                .ok_or(DropReason::Malformed)?;
             if x.len() != len || y.len() != len {
                 return Err(DropReason::Malformed);
             }
@@ -381,7 +402,11 @@ fn parse_jwk(value: serde_json::Value, allowed: &[Alg]) -> Result<VerifyingKey, 
             material.extend_from_slice(&point);
         }
         KeyType::Ed25519 => {
-            let x = jwk.x.as_deref().and_then(b64).ok_or(DropReason::Malformed)?;
+            let x = jwk
+                .x
+                .as_deref()
+                .and_then(b64)
+                .ok_or(DropReason::Malformed)?;
             if x.len() != 32 {
                 return Err(DropReason::Malformed);
             }
@@ -508,10 +533,16 @@ mod tests {
             let (signing_input, sig) = token.rsplit_once('.').unwrap();
             let sig = b64(sig).unwrap();
             let a = Alg::parse(alg).unwrap();
-            assert!(parsed.keys[0].verify(a, signing_input.as_bytes(), &sig), "{alg}");
+            assert!(
+                parsed.keys[0].verify(a, signing_input.as_bytes(), &sig),
+                "{alg}"
+            );
             let mut bad = sig.clone();
             bad[3] ^= 1;
-            assert!(!parsed.keys[0].verify(a, signing_input.as_bytes(), &bad), "{alg}");
+            assert!(
+                !parsed.keys[0].verify(a, signing_input.as_bytes(), &bad),
+                "{alg}"
+            );
         }
     }
 

@@ -20,21 +20,21 @@
 //! run exactly the code the binary runs.
 #![forbid(unsafe_code)]
 
-pub mod config;
+pub mod admin;
 pub mod app;
-pub mod listener;
-pub mod proxy;
-pub mod tokenreview;
-pub mod forward;
-pub mod token;
 pub mod auth;
 pub mod cache;
-pub mod verify;
-pub mod keys;
-pub mod jwks;
-pub mod identity;
-pub mod tls;
-pub mod metrics;
-pub mod admin;
-pub mod dev;
 pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod forward;
+pub mod identity;
+pub mod jwks;
+pub mod keys;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod tls;
+pub mod token;
+pub mod tokenreview;
+pub mod verify;

@@ -83,13 +83,10 @@ pub async fn serve(
         if *shutdown.borrow() {
             break;
         }
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-        };
+        // Accept first, then wait for a connection slot. (Waiting for a slot first would
+        // deadlock with one SO_REUSEPORT listener per worker: the worker that gets the freed
+        // slot may have nothing in its backlog while another worker's backlog holds the
+        // waiting connection.) So each worker holds at most one accepted, unserved connection.
         let (stream, remote) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -99,6 +96,13 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
             },
             _ = shutdown.changed() => break,
         };
@@ -133,17 +137,18 @@ async fn serve_connection(
             drive(worker, io, peer, activity, &settings, shutdown).await;
         }
         Some(acceptor) => {
-            let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(io)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, %remote, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
+            let tls =
+                match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(io)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %remote, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
             let peer = Arc::new(Peer { ip, tls: true });
             drive(worker, tls, peer, activity, &settings, shutdown).await;
         }
@@ -171,9 +176,7 @@ async fn drive<I>(
             r
         }
     });
-    let conn = settings
-        .builder
-        .serve_connection(TokioIo::new(io), svc);
+    let conn = settings.builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let idle = settings.idle_timeout;
     let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(250)));

@@ -54,7 +54,10 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     describe_counter!(REQUESTS_TOTAL, "Proxied requests by outcome");
-    describe_counter!(TOKEN_REJECTIONS_TOTAL, "Rejected tokens by issuer and reason");
+    describe_counter!(
+        TOKEN_REJECTIONS_TOTAL,
+        "Rejected tokens by issuer and reason"
+    );
     describe_counter!(VERIFY_CACHE_TOTAL, "Verification cache lookups by result");
     describe_gauge!(VERIFY_CACHE_ENTRIES, "Entries in the verification cache");
     describe_histogram!(
@@ -83,8 +86,14 @@ fn describe() {
         "Tokens used after kubernetes.io.warnafter (clients caching their token)"
     );
     describe_counter!(LEGACY_TOKENS_TOTAL, "Legacy Secret-based tokens seen");
-    describe_counter!(TOKENREVIEWS_TOTAL, "TokenReview requests by version and outcome");
-    describe_counter!(UPSTREAM_RESPONSES_TOTAL, "Upstream responses by status class");
+    describe_counter!(
+        TOKENREVIEWS_TOTAL,
+        "TokenReview requests by version and outcome"
+    );
+    describe_counter!(
+        UPSTREAM_RESPONSES_TOTAL,
+        "Upstream responses by status class"
+    );
     describe_gauge!(
         JWKS_DROPPED_KEYS,
         "Keys of the current JWKS dropped at load (oct, use=enc, weak RSA, malformed)"

@@ -103,7 +103,9 @@ static INVALID_TOKEN: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
 });
 
 pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -176,14 +178,27 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let shared = &*worker.shared;
-    if shared.config.tokenreview.enabled
+    // hyper bounds the whole head (at least 8 KiB); SPEC bounds each header line.
+    let max = shared.config.server.max_header_bytes;
+    if req
+        .headers()
+        .iter()
+        .any(|(n, v)| n.as_str().len() + 2 + v.len() > max)
+    {
+        return Ok(text(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request header fields too large\n",
+        ));
+    }
+    let started = Instant::now();
+    let resp = if shared.config.tokenreview.enabled
         && req.method() == Method::POST
         && tokenreview::is_tokenreview_path(req.uri().path())
     {
-        return Ok(tokenreview::handle(shared, req).await);
-    }
-    let started = Instant::now();
-    let resp = proxy(worker, peer, req).await;
+        tokenreview::handle(shared, req).await
+    } else {
+        proxy(worker, peer, req).await
+    };
     shared
         .metrics
         .duration
@@ -220,7 +235,10 @@ async fn proxy(worker: &Worker, peer: &Peer, mut req: Request<Incoming>) -> Resp
             }
             Err(AuthError::Unavailable { issuer }) => {
                 m.unavailable.increment(1);
-                tracing::debug!(issuer = shared.auth.issuer_name(Some(issuer)), "no usable keys");
+                tracing::debug!(
+                    issuer = shared.auth.issuer_name(Some(issuer)),
+                    "no usable keys"
+                );
                 return unavailable();
             }
         },
@@ -241,7 +259,9 @@ async fn proxy(worker: &Worker, peer: &Peer, mut req: Request<Incoming>) -> Resp
             m.class[4].increment(1);
             match e {
                 UpstreamError::Timeout => text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
-                UpstreamError::Unreachable => text(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
+                UpstreamError::Unreachable => {
+                    text(StatusCode::BAD_GATEWAY, "upstream unreachable\n")
+                }
                 UpstreamError::Failed => text(StatusCode::BAD_GATEWAY, "upstream request failed\n"),
             }
         }

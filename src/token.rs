@@ -42,7 +42,10 @@ pub fn parse_authorization(value: &[u8]) -> Bearer<'_> {
     let Some(start) = start else {
         return Bearer::Missing;
     };
-    let end = rest.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
+    let end = rest
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
     match std::str::from_utf8(&rest[start..end]) {
         Ok(t) => Bearer::Token(t),
         // Still a bearer attempt: hand a marker that fails `malformed` rather than "missing".
@@ -65,7 +68,10 @@ mod tests {
     fn schemes_and_spacing() {
         assert_eq!(parse_authorization(b"Bearer abc"), Bearer::Token("abc"));
         assert_eq!(parse_authorization(b"bearer abc"), Bearer::Token("abc"));
-        assert_eq!(parse_authorization(b"BEARER \t abc  "), Bearer::Token("abc"));
+        assert_eq!(
+            parse_authorization(b"BEARER \t abc  "),
+            Bearer::Token("abc")
+        );
         assert_eq!(parse_authorization(b"Bearer"), Bearer::Missing);
         assert_eq!(parse_authorization(b"Bearer    "), Bearer::Missing);
         assert_eq!(parse_authorization(b"Bearerabc"), Bearer::Missing);

@@ -37,9 +37,7 @@ struct ReviewMetrics {
 }
 
 static METRICS: LazyLock<ReviewMetrics> = LazyLock::new(|| {
-    let c = |v: &'static str, a: &'static str| {
-        counter!(crate::metrics::TOKENREVIEWS_TOTAL, "version" => v, "authenticated" => a)
-    };
+    let c = |v: &'static str, a: &'static str| counter!(crate::metrics::TOKENREVIEWS_TOTAL, "version" => v, "authenticated" => a);
     ReviewMetrics {
         v1: [c("v1", "false"), c("v1", "true")],
         v1beta1: [c("v1beta1", "false"), c("v1beta1", "true")],
@@ -90,7 +88,10 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         return resp;
     }
 
-    let body: Bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+    let body: Bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             return status(
@@ -111,7 +112,11 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         }
     };
     if review.kind.as_deref().is_some_and(|k| k != "TokenReview") {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "kind must be TokenReview");
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "kind must be TokenReview",
+        );
     }
     if review
         .api_version
@@ -146,7 +151,11 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     } else {
         &METRICS.v1beta1
     };
+    // Generated clients require `spec.token` in the response: the official Python client 37.x
+    // (OpenAPI release-1.37) fails to parse a TokenReview without it. kube-apiserver echoes
+    // the token; we never do (SPEC 7), so it is present and empty.
     let mut spec_out = Map::new();
+    spec_out.insert("token".into(), json!(""));
     if !requested.is_empty() {
         spec_out.insert("audiences".into(), json!(requested));
     }
@@ -203,7 +212,10 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         "spec": spec_out,
         "status": status_obj,
     });
-    json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
 }
 
 /// `tokenreview.allowed_callers`: when set, the caller's own bearer must authenticate (same
@@ -252,14 +264,20 @@ async fn check_caller(shared: &Shared, req: &Request<Incoming>) -> Option<Respon
             )),
         },
         Err(AuthError::Rejected { reason, .. }) => {
-            let mut r = status(StatusCode::UNAUTHORIZED, "Unauthorized", "caller token rejected");
+            let mut r = status(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "caller token rejected",
+            );
             r.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
                 crate::proxy::rejected(reason)
                     .headers()
                     .get(http::header::WWW_AUTHENTICATE)
                     .cloned()
-                    .unwrap_or_else(|| HeaderValue::from_static("Bearer realm=\"tokenreview-proxy\"")),
+                    .unwrap_or_else(|| {
+                        HeaderValue::from_static("Bearer realm=\"tokenreview-proxy\"")
+                    }),
             );
             Some(r)
         }

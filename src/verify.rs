@@ -83,11 +83,42 @@ struct RawHeader {
     alg: Option<String>,
     kid: Option<String>,
     cty: Option<String>,
-    crit: Option<IgnoredAny>,
-    jku: Option<IgnoredAny>,
-    x5u: Option<IgnoredAny>,
-    jwk: Option<IgnoredAny>,
-    x5c: Option<IgnoredAny>,
+    #[serde(default)]
+    crit: Present,
+    #[serde(default)]
+    jku: Present,
+    #[serde(default)]
+    x5u: Present,
+    #[serde(default)]
+    jwk: Present,
+    #[serde(default)]
+    x5c: Present,
+}
+
+/// A header member whose presence alone matters, whatever its value: unlike
+/// `Option<IgnoredAny>`, a JSON `null` counts as present.
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(d).map(|_| Present(true))
+    }
+}
+
+/// `cty` of a nested JWT: `JWT`, or with the `application/` prefix that RFC 7515 section
+/// 4.1.10 says a short value implies (media types are case-insensitive).
+fn is_nested_jwt(cty: &str) -> bool {
+    cty.eq_ignore_ascii_case("jwt") || cty.eq_ignore_ascii_case("application/jwt")
+}
+
+/// RFC 7515 section 4 and RFC 7519 section 7.2: the header and the claims set are JSON
+/// objects. Derived struct deserializers would also read a positional JSON array.
+fn is_json_object(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        == Some(&b'{')
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,28 +195,32 @@ pub fn parse(token: &str, max_len: usize) -> Result<ParsedToken<'_>, Reject> {
         return Err(Reject::TooLarge);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Reject::Malformed);
     };
     let header_bytes = decode_segment(h)?;
+    if !is_json_object(&header_bytes) {
+        return Err(Reject::Malformed);
+    }
     let header: RawHeader = serde_json::from_slice(&header_bytes).map_err(|_| Reject::Malformed)?;
     let alg_name = header.alg.as_deref().ok_or(Reject::Malformed)?;
     // `none`, every HS*, and anything unknown: never.
     let alg = Alg::parse(alg_name).ok_or(Reject::UnsupportedAlgorithm)?;
-    if header.crit.is_some()
-        || header.jku.is_some()
-        || header.x5u.is_some()
-        || header.jwk.is_some()
-        || header.x5c.is_some()
-        || header
-            .cty
-            .as_deref()
-            .is_some_and(|c| c.eq_ignore_ascii_case("jwt"))
+    if header.crit.0
+        || header.jku.0
+        || header.x5u.0
+        || header.jwk.0
+        || header.x5c.0
+        || header.cty.as_deref().is_some_and(is_nested_jwt)
     {
         return Err(Reject::ForbiddenHeader);
     }
     let payload = decode_segment(p)?;
+    if !is_json_object(&payload) {
+        return Err(Reject::Malformed);
+    }
     let claims: Claims = serde_json::from_slice(&payload).map_err(|e| {
         if e.classify() == serde_json::error::Category::Data {
             // Valid JSON of the wrong shape: a claim of the wrong type, or a duplicate.
@@ -302,7 +337,10 @@ pub fn check_legacy_claims(claims: &Claims) -> Result<(&str, &str), Reject> {
     if claims.legacy_namespace.as_deref() != Some(ns)
         || claims.legacy_sa_name.as_deref() != Some(name)
         || claims.legacy_sa_uid.as_deref().is_none_or(str::is_empty)
-        || claims.legacy_secret_name.as_deref().is_none_or(str::is_empty)
+        || claims
+            .legacy_secret_name
+            .as_deref()
+            .is_none_or(str::is_empty)
     {
         return Err(Reject::InvalidClaims);
     }
@@ -387,14 +425,27 @@ mod tests {
         let not_json = format!("{}.{}.{}", b64("{alg"), b64("{}"), b64("s"));
         assert_eq!(parse(&not_json, 9999).err(), Some(Reject::Malformed));
         let payload_not_json = token(r#"{"alg":"RS256"}"#, "not json");
-        assert_eq!(parse(&payload_not_json, 9999).err(), Some(Reject::Malformed));
+        assert_eq!(
+            parse(&payload_not_json, 9999).err(),
+            Some(Reject::Malformed)
+        );
+        let header_array = token(r#"["RS256","k1",null,null,null,null,null,null]"#, "{}");
+        assert_eq!(parse(&header_array, 9999).err(), Some(Reject::Malformed));
+        let claims_array = token(r#"{"alg":"RS256"}"#, r#"["x","system:serviceaccount:a:b"]"#);
+        assert_eq!(parse(&claims_array, 9999).err(), Some(Reject::Malformed));
+        let spaced = token(" \r\n{\"alg\":\"RS256\"}", "\t{}");
+        assert!(parse(&spaced, 9999).is_ok());
     }
 
     #[test]
     fn header_rules() {
         for alg in ["none", "HS256", "HS512", "RSA1_5", ""] {
             let t = token(&format!(r#"{{"alg":"{alg}"}}"#), "{}");
-            assert_eq!(parse(&t, 9999).err(), Some(Reject::UnsupportedAlgorithm), "{alg}");
+            assert_eq!(
+                parse(&t, 9999).err(),
+                Some(Reject::UnsupportedAlgorithm),
+                "{alg}"
+            );
         }
         for h in [
             r#"{"alg":"RS256","crit":["exp"]}"#,
@@ -403,8 +454,16 @@ mod tests {
             r#"{"alg":"RS256","jwk":{"kty":"RSA"}}"#,
             r#"{"alg":"RS256","x5c":["MII"]}"#,
             r#"{"alg":"RS256","cty":"JWT"}"#,
+            r#"{"alg":"RS256","cty":"application/jwt"}"#,
+            r#"{"alg":"RS256","cty":"Application/JWT"}"#,
+            r#"{"alg":"RS256","crit":null}"#,
+            r#"{"alg":"RS256","jku":null}"#,
         ] {
-            assert_eq!(parse(&token(h, "{}"), 9999).err(), Some(Reject::ForbiddenHeader), "{h}");
+            assert_eq!(
+                parse(&token(h, "{}"), 9999).err(),
+                Some(Reject::ForbiddenHeader),
+                "{h}"
+            );
         }
     }
 
@@ -420,15 +479,24 @@ mod tests {
     fn time_rules() {
         let now = 1_000_000;
         let c = |s: &str| claims(s);
-        assert_eq!(check_times(&c(r#"{"exp":1000100}"#), now, POLICY, true), Ok(Some(1_000_100)));
-        assert_eq!(check_times(&c("{}"), now, POLICY, true), Err(Reject::InvalidClaims));
+        assert_eq!(
+            check_times(&c(r#"{"exp":1000100}"#), now, POLICY, true),
+            Ok(Some(1_000_100))
+        );
+        assert_eq!(
+            check_times(&c("{}"), now, POLICY, true),
+            Err(Reject::InvalidClaims)
+        );
         assert_eq!(check_times(&c("{}"), now, POLICY, false), Ok(None));
         assert_eq!(
             check_times(&c(r#"{"exp":"soon"}"#), now, POLICY, true),
             Err(Reject::InvalidClaims)
         );
         // exp exactly at now - skew is expired; one second later is not.
-        assert_eq!(check_times(&c(r#"{"exp":999940}"#), now, POLICY, true), Err(Reject::Expired));
+        assert_eq!(
+            check_times(&c(r#"{"exp":999940}"#), now, POLICY, true),
+            Err(Reject::Expired)
+        );
         assert!(check_times(&c(r#"{"exp":999941}"#), now, POLICY, true).is_ok());
         assert_eq!(
             check_times(&c(r#"{"exp":1000100,"nbf":1000061}"#), now, POLICY, true),
@@ -475,9 +543,15 @@ mod tests {
         let ok = r#"{"sub":"system:serviceaccount:ns1:sa1","kubernetes.io":{"namespace":"ns1","serviceaccount":{"name":"sa1","uid":"u"}}}"#;
         assert_eq!(check_kubernetes_claims(&claims(ok)), Ok(("ns1", "sa1")));
         let other_ns = ok.replace(r#""namespace":"ns1""#, r#""namespace":"ns2""#);
-        assert_eq!(check_kubernetes_claims(&claims(&other_ns)), Err(Reject::InvalidClaims));
+        assert_eq!(
+            check_kubernetes_claims(&claims(&other_ns)),
+            Err(Reject::InvalidClaims)
+        );
         let not_sa = ok.replace("system:serviceaccount:ns1:sa1", "alice");
-        assert_eq!(check_kubernetes_claims(&claims(&not_sa)), Err(Reject::InvalidClaims));
+        assert_eq!(
+            check_kubernetes_claims(&claims(&not_sa)),
+            Err(Reject::InvalidClaims)
+        );
         assert_eq!(
             check_kubernetes_claims(&claims(r#"{"sub":"system:serviceaccount:a:b"}"#)),
             Err(Reject::InvalidClaims)

@@ -45,7 +45,10 @@ struct LogWriter(Arc<Mutex<Vec<u8>>>);
 
 impl Write for LogWriter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(b);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -214,7 +217,9 @@ impl Harness {
     }
 
     pub async fn metrics(&self) -> String {
-        get(&format!("http://{}/metrics", self.admin), &[]).await.text()
+        get(&format!("http://{}/metrics", self.admin), &[])
+            .await
+            .text()
     }
 
     /// The value of one exposition line, e.g. `name{a="b"}`; 0 when absent.
@@ -228,7 +233,9 @@ pub fn metric_value(exposition: &str, series: &str) -> f64 {
         .lines()
         .find_map(|l| {
             let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse::<f64>().ok()).flatten()
+            (name == series)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
         })
         .unwrap_or(0.0)
 }

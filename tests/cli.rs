@@ -1,0 +1,247 @@
+//! The binary's command line: exit codes, config validation messages, the shipped examples,
+//! `mint`, `keygen` and `inspect`.
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokenreview-proxy");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("TOKENREVIEW_PROXY_CONFIG")
+        .output()
+        .expect("run binary")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+const VALID: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[upstream]
+url = "http://127.0.0.1:8081"
+[[issuers]]
+name = "cluster"
+issuer = "https://kubernetes.default.svc.cluster.local"
+audiences = ["a"]
+"#;
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(f.path(), text).unwrap();
+    f
+}
+
+#[test]
+fn every_shipped_example_config_passes_check_config() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let o = run(&["check-config", "--config", path.to_str().unwrap()]);
+            assert!(o.status.success(), "{}: {}", path.display(), stderr(&o));
+            assert!(stdout(&o).contains("(valid)"));
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "expected at least 3 example configs, found {n}");
+}
+
+#[test]
+fn unknown_key_exits_64_naming_file_and_key() {
+    let f = write_config(&VALID.replace("[server]", "[server]\nlisten_adress = \"x\""));
+    let o = run(&["check-config", "--config", f.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    let e = stderr(&o);
+    assert!(e.contains(f.path().to_str().unwrap()), "{e}");
+    assert!(e.contains("listen_adress"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn invalid_values_exit_64_naming_the_key() {
+    for (text, key) in [
+        (VALID.replace("\"a\"]", "]"), "issuers[0].audiences"),
+        (
+            VALID.replace(
+                "name = \"cluster\"",
+                "name = \"cluster\"\nalgorithms = [\"none\"]",
+            ),
+            "issuers[0].algorithms",
+        ),
+        (
+            VALID.replace("[upstream]", "[upstream]\nidentity_headers = \"both\""),
+            "upstream.identity_headers",
+        ),
+        (
+            VALID.replace("[server]", "[cache]\nmax_ttl = \"forever\"\n[server]"),
+            "cache.max_ttl",
+        ),
+        ("this is = = not toml".to_string(), "(syntax)"),
+    ] {
+        let f = write_config(&text);
+        let o = run(&["check-config", "--config", f.path().to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(64), "{key}: {}", stderr(&o));
+        assert!(stderr(&o).contains(key), "{key}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn missing_config_file_and_bad_usage_exit_64() {
+    let o = run(&["check-config", "--config", "/nonexistent/x.toml"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("/nonexistent/x.toml"));
+    let o = run(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(64));
+    let o = run(&["run"]);
+    assert_eq!(
+        o.status.code(),
+        Some(64),
+        "run without --config is a usage error"
+    );
+}
+
+#[test]
+fn run_refuses_missing_files_with_64_naming_the_key() {
+    let f = write_config(&VALID.replace(
+        "audiences = [\"a\"]",
+        "audiences = [\"a\"]\nca_file = \"/nonexistent/ca.crt\"",
+    ));
+    let o = run(&["run", "--config", f.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("issuers[0].ca_file"), "{}", stderr(&o));
+    // check-config only warns: the file may exist only inside the pod.
+    let o = run(&["check-config", "--config", f.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("warning"), "{}", stdout(&o));
+}
+
+#[test]
+fn keygen_mint_and_inspect_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let jwks = dir.path().join("jwks.json");
+    let o = run(&[
+        "keygen",
+        "--alg",
+        "ES256",
+        "--kid",
+        "k9",
+        "--out",
+        key.to_str().unwrap(),
+        "--jwks-out",
+        jwks.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "mint",
+        "--key",
+        key.to_str().unwrap(),
+        "--kid",
+        "k9",
+        "--issuer",
+        "https://iss.example",
+        "--audience",
+        "svc",
+        "--namespace",
+        "shop",
+        "--service-account",
+        "cart",
+        "--pod",
+        "cart-1",
+        "--ttl",
+        "10m",
+        "--count",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tokens: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    assert_eq!(tokens.len(), 3);
+    assert_eq!(
+        tokens
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        3,
+        "each token distinct"
+    );
+
+    // Unverified decoding.
+    let o = run(&["inspect", &tokens[0]]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("UNVERIFIED"));
+    assert!(out.contains("https://iss.example"));
+    assert!(out.contains("bound pod: cart-1"));
+    assert!(out.contains("bound service-account token"));
+
+    // Full verification against a config using the generated JWKS.
+    let cfg = write_config(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[[issuers]]
+name = "file"
+issuer = "https://iss.example"
+jwks_file = "{}"
+audiences = ["svc"]
+algorithms = ["ES256"]
+"#,
+        jwks.display()
+    ));
+    let o = run(&[
+        "inspect",
+        &tokens[1],
+        "--config",
+        cfg.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("VERIFIED"));
+    assert!(stdout(&o).contains("system:serviceaccount:shop:cart"));
+
+    // A tampered signature: inspect says exactly why.
+    let mut bad = tokens[2].clone();
+    let last = bad.pop().unwrap();
+    bad.push(if last == 'A' { 'B' } else { 'A' });
+    let o = run(&["inspect", &bad, "--config", cfg.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("REJECTED: bad_signature"),
+        "{}",
+        stdout(&o)
+    );
+    // The token is never echoed in the verdict or logs.
+    assert!(!stderr(&o).contains(&bad));
+}
+
+#[test]
+fn inspect_reads_stdin_and_rejects_garbage() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(["inspect", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"not-a-token\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a compact JWS"));
+}

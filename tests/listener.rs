@@ -1,0 +1,318 @@
+//! The listener over real sockets: HTTPS with ALPN (HTTP/1.1 and HTTP/2), client-certificate
+//! authentication, header read timeout, idle timeout, connection limit, graceful drain.
+mod common;
+use common::*;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca_pem: String,
+    client_cert_pem: String,
+    client_key_pem: String,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "test CA");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+
+        let server_key = KeyPair::generate().unwrap();
+        let server_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let server_cert = server_params.signed_by(&server_key, &ca).unwrap();
+
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "client");
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), server_cert.pem()).unwrap();
+        std::fs::write(dir.path().join("tls.key"), server_key.serialize_pem()).unwrap();
+        Pki {
+            dir,
+            ca_pem: ca.pem(),
+            client_cert_pem: client_cert.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        }
+    }
+
+    fn server_toml(&self, mtls: bool) -> String {
+        let p = |f: &str| self.dir.path().join(f).display().to_string();
+        let mut s = format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            p("tls.crt"),
+            p("tls.key")
+        );
+        if mtls {
+            s += &format!("client_ca_file = \"{}\"\n", p("ca.crt"));
+        }
+        s
+    }
+
+    fn connector(&self, alpn: &[&[u8]], client_cert: bool) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut cfg = if client_cert {
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(self.client_cert_pem.as_bytes())
+                .map(|c| c.unwrap())
+                .collect();
+            let key = PrivateKeyDer::from_pem_slice(self.client_key_pem.as_bytes()).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        } else {
+            builder.with_no_client_auth()
+        };
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    }
+}
+
+/// One request over TLS; returns (negotiated ALPN, status).
+async fn tls_request(
+    h: &Harness,
+    connector: &tokio_rustls::TlsConnector,
+    token: &str,
+) -> Result<(Option<Vec<u8>>, u16), String> {
+    let tcp = TcpStream::connect(h.addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(|p| p.to_vec());
+    let req = Request::get(format!("https://localhost:{}/tls", h.addr.port()))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let status = if alpn.as_deref() == Some(b"h2") {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let r = send.send_request(req).await.map_err(|e| e.to_string())?;
+        r.status().as_u16()
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut req = req;
+        req.headers_mut().insert(
+            "host",
+            format!("localhost:{}", h.addr.port()).parse().unwrap(),
+        );
+        let r = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        let _ = r.into_body().collect().await;
+        status
+    };
+    Ok((alpn, status))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_http1_and_http2_by_alpn() {
+    let pki = Pki::new();
+    let h = Harness::start_with(Opts {
+        server_extra: pki.server_toml(false),
+        ..Opts::default()
+    })
+    .await;
+    let token = h.token();
+    let (alpn, status) = tls_request(&h, &pki.connector(&[b"http/1.1"], false), &token)
+        .await
+        .unwrap();
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(status, 200);
+    assert_eq!(recorded_header(&h.upstream, "x-forwarded-proto"), ["https"]);
+
+    let (alpn, status) = tls_request(&h, &pki.connector(&[b"h2", b"http/1.1"], false), &token)
+        .await
+        .unwrap();
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(status, 200);
+    assert_eq!(h.upstream.request_count(), 2);
+    assert_eq!(
+        recorded_header(&h.upstream, "x-remote-user"),
+        ["system:serviceaccount:default:default"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_when_client_ca_is_set() {
+    let pki = Pki::new();
+    let h = Harness::start_with(Opts {
+        server_extra: pki.server_toml(true),
+        ..Opts::default()
+    })
+    .await;
+    let token = h.token();
+    let without = tls_request(&h, &pki.connector(&[b"http/1.1"], false), &token).await;
+    assert!(
+        without.is_err(),
+        "a client without certificate must not be served: {without:?}"
+    );
+    assert_eq!(h.upstream.request_count(), 0);
+    let with = tls_request(&h, &pki.connector(&[b"http/1.1"], true), &token).await;
+    assert_eq!(with.map(|r| r.1), Ok(200));
+}
+
+/// Read until the server closes; returns what it sent and how long it took.
+async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (out, start.elapsed()),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("server did not close the connection within {limit:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_read_timeout_closes_slow_clients() {
+    let h = Harness::start_with(Opts {
+        server_extra: "header_read_timeout = \"500ms\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    // Half a request head, then silence (slowloris).
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let (_, took) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed too early: {took:?}"
+    );
+    assert_eq!(h.upstream.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
+    let h = Harness::start_with(Opts {
+        server_extra: "idle_timeout = \"1s\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    let req = format!(
+        "GET /idle HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        h.token()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let started = Instant::now();
+    let (_, _) = read_until_closed(&mut s, Duration::from_secs(6)).await;
+    let idle = started.elapsed();
+    assert!(
+        idle >= Duration::from_millis(800),
+        "closed before idle_timeout: {idle:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_holds_extra_connections_until_a_slot_frees() {
+    let h = Harness::start_with(Opts {
+        server_extra: "max_connections = 1".into(),
+        ..Opts::default()
+    })
+    .await;
+    let req = format!(
+        "GET /limit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        h.token()
+    );
+    let mut first = TcpStream::connect(h.addr).await.unwrap();
+    first.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // The second connection is accepted by the kernel but not served while the first is open.
+    let mut second = TcpStream::connect(h.addr).await.unwrap();
+    second.write_all(req.as_bytes()).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(700), second.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "second connection was served beyond max_connections"
+    );
+
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests_and_stops_listening() {
+    let mut h = Harness::start().await;
+    let token = h.token();
+    let url = h.url("/slow/800");
+    let in_flight = tokio::spawn(async move {
+        get(&url, &[("authorization", &format!("Bearer {token}"))])
+            .await
+            .status
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let running = h.proxy.take().unwrap();
+    let addr = h.addr;
+    let admin = h.admin;
+    let open = tokio::task::spawn_blocking(move || running.shutdown())
+        .await
+        .unwrap();
+    assert_eq!(in_flight.await.unwrap(), 200, "in-flight request completes");
+    assert_eq!(open, 0, "drained within the grace period");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+    assert!(
+        TcpStream::connect(admin).await.is_err(),
+        "admin no longer listening"
+    );
+}
