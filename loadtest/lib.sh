@@ -1,0 +1,200 @@
+# Shared setup for the load scripts: tools, a work directory with keys and tokens, nginx as the
+# fast upstream, HAProxy, and tokenreview-proxy. Everything listens on 127.0.0.1 only, every
+# load run is bounded in time, and everything started here is stopped on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${WORK:-$ROOT/target/loadtest}
+BIN=$ROOT/target/release/tokenreview-proxy
+ISS=https://issuer.loadtest.local
+AUD=loadtest
+NGINX_PORT=18080
+HAPROXY_PASS_PORT=18001
+HAPROXY_JWT_PORT=18002
+PROXY_PORT=18003
+PROXY_ADMIN_PORT=18093
+CONNS=${CONNS:-64}
+DURATION=${DURATION:-10s}
+PIDS=()
+
+need() {
+  local missing=()
+  for t in "$@"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "missing tools: ${missing[*]}" >&2
+    echo "install: cargo install oha; apt-get install -y haproxy nginx-light wrk openssl" >&2
+    exit 1
+  fi
+}
+
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+build() {
+  (cd "$ROOT" && cargo build --release --quiet)
+}
+
+# keys/k1.pem (RS256) + JWKS + HAProxy's PEM public key; one cached token.
+setup_keys() {
+  mkdir -p "$WORK/keys"
+  if [ ! -f "$WORK/keys/k1.pem" ]; then
+    "$BIN" keygen --alg RS256 --kid k1 --out "$WORK/keys/k1.pem" --jwks-out "$WORK/keys/k1.jwks.json"
+    "$BIN" keygen --alg RS256 --kid k2 --out "$WORK/keys/k2.pem" --jwks-out "$WORK/keys/k2.jwks.json"
+    openssl pkey -in "$WORK/keys/k1.pem" -pubout -out "$WORK/keys/k1.pub.pem" 2>/dev/null
+  fi
+  cp "$WORK/keys/k1.jwks.json" "$WORK/jwks.json"
+  TOKEN=$("$BIN" mint --key "$WORK/keys/k1.pem" --kid k1 --issuer "$ISS" --audience "$AUD" --ttl 24h)
+  export TOKEN
+}
+
+# N unique RS256 tokens in $WORK/unique-N.txt (reused across runs; minting is ~1 ms/token/core).
+unique_tokens() {
+  local n=$1 key=${2:-k1} f="$WORK/unique-$1-${2:-k1}.txt"
+  if [ ! -s "$f" ] || [ "$(find "$f" -mmin +1200 2>/dev/null)" ]; then
+    echo "minting $n unique $key tokens..." >&2
+    "$BIN" mint --key "$WORK/keys/$key.pem" --kid "$key" --issuer "$ISS" --audience "$AUD" --ttl 24h --count "$n" > "$f.tmp"
+    mv "$f.tmp" "$f"
+  fi
+  echo "$f"
+}
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "port $1 did not open" >&2
+  exit 1
+}
+
+start_nginx() {
+  cat > "$WORK/nginx.conf" <<NGX
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$NGINX_PORT reuseport;
+    location / { return 200 "ok\n"; }
+  }
+}
+NGX
+  nginx -c "$WORK/nginx.conf"
+  wait_port $NGINX_PORT
+}
+
+start_haproxy() {
+  cat > "$WORK/haproxy.cfg" <<HAP
+global
+  nbthread 2
+  maxconn 20000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend passthrough
+  bind 127.0.0.1:$HAPROXY_PASS_PORT
+  default_backend nginx
+frontend jwt
+  bind 127.0.0.1:$HAPROXY_JWT_PORT
+  # RS256 signature against the public key, then iss and exp: what a hand-written
+  # HAProxy JWT setup does (no JWKS, no kid, no cache).
+  http-request deny status 401 unless { req.hdr(authorization) -m found }
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+  http-request deny status 401 unless { var(txn.alg) -m str RS256 }
+  http-request deny status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$WORK/keys/k1.pub.pem") -m int 1 }
+  http-request set-var(txn.iss) var(txn.bearer),jwt_payload_query('\$.iss')
+  http-request deny status 401 unless { var(txn.iss) -m str $ISS }
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+  http-request set-var(txn.now) date()
+  http-request deny status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+  default_backend nginx
+backend nginx
+  http-reuse always
+  server n1 127.0.0.1:$NGINX_PORT
+HAP
+  haproxy -f "$WORK/haproxy.cfg" -q &
+  PIDS+=($!)
+  wait_port $HAPROXY_PASS_PORT
+  wait_port $HAPROXY_JWT_PORT
+}
+
+start_proxy() {
+  local extra=${1:-}
+  cat > "$WORK/proxy.toml" <<TOML
+[server]
+listen = "127.0.0.1:$PROXY_PORT"
+max_connections = 20000
+[admin]
+listen = "127.0.0.1:$PROXY_ADMIN_PORT"
+[upstream]
+url = "http://127.0.0.1:$NGINX_PORT"
+[cache]
+max_entries = 1000000
+[[issuers]]
+name = "loadtest"
+issuer = "$ISS"
+jwks_file = "$WORK/jwks.json"
+audiences = ["$AUD"]
+algorithms = ["RS256"]
+$extra
+TOML
+  RUST_LOG=warn "$BIN" run --config "$WORK/proxy.toml" 2> "$WORK/proxy.log" &
+  PIDS+=($!)
+  wait_port $PROXY_PORT
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$PROXY_ADMIN_PORT/readyz" >/dev/null && return 0
+    sleep 0.05
+  done
+  echo "proxy not ready" >&2; cat "$WORK/proxy.log" >&2; exit 1
+}
+
+proxy_rss_kib() {
+  local pid=${PIDS[-1]}
+  awk '/VmRSS/ {print $2}' "/proc/$pid/status"
+}
+
+# oha run → "rps p50_ms p99_ms non2xx"
+oha_run() {
+  local url=$1; shift
+  oha --no-tui --output-format json -z "$DURATION" -c "$CONNS" "$@" "$url" > "$WORK/oha.json" 2>/dev/null
+  python3 - "$WORK/oha.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["summary"]; p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+non2xx = sum(v for k, v in codes.items() if not k.startswith("2"))
+errors = sum(d.get("errorDistribution", {}).values())
+print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1000:.3f} {p["p99"]*1000:.3f} {non2xx + errors}')
+PY
+}
+
+# wrk run with one token per request from a file → "rps p50_ms p99_ms non2xx"
+wrk_unique_run() {
+  local url=$1 tokens=$2
+  TOKENS_FILE=$tokens wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$ROOT/loadtest/unique.lua" "$url" > "$WORK/wrk.txt" 2>&1
+  python3 - "$WORK/wrk.txt" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(v):
+    n, u = float(v[:-2] if v.endswith(("ms","us")) else v[:-1]), v[-2:] if v.endswith(("ms","us")) else v[-1:]
+    return n * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p50 = ms(re.search(r"50%\s+(\S+)", t).group(1))
+p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", t)
+e = re.search(r"Socket errors:.*?(\d+), write (\d+), timeout (\d+)", t)
+bad = (int(m.group(1)) if m else 0) + (sum(int(x) for x in e.groups()) if e else 0)
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {bad}")
+PY
+}

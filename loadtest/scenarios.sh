@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Load scenarios against tokenreview-proxy in front of nginx (a tiny 200):
+#   a  one cached token (oha)
+#   b  unique valid tokens, every request a cache miss (wrk + unique.lua)
+#   c  a flood of invalid unique tokens (wrk) while valid traffic runs (oha): valid non-2xx must be 0
+#   d  key rotation under load: publish k2, switch clients to k2 tokens, withdraw k1 (wrk): non-2xx must be 0
+#   e  TokenReview requests per second, cached token (oha, POST)
+#   m  memory: idle RSS, then RSS growth per cached entry after filling the cache
+# Usage: loadtest/scenarios.sh [a b c d e m]     (default: all; DURATION=10s CONNS=64)
+source "$(dirname "$0")/lib.sh"
+need oha wrk nginx openssl python3 curl
+SCEN=${*:-a b c d e m}
+build
+mkdir -p "$WORK"
+setup_keys
+start_nginx
+start_proxy
+URL="http://127.0.0.1:$PROXY_PORT/"
+AUTH="Authorization: Bearer $TOKEN"
+report() { printf '%-46s req/s %-8s p50 %-7s ms  p99 %-7s ms  non-2xx/errors %s\n' "$1" $2; }
+
+for s in $SCEN; do case $s in
+a) report "a: cached token" "$(oha_run "$URL" -H "$AUTH")" ;;
+b) f=$(unique_tokens "${UNIQUE:-200000}")
+   report "b: unique tokens (cache misses)" "$(wrk_unique_run "$URL" "$f")" ;;
+c) f=$(unique_tokens "${UNIQUE:-200000}")
+   # Same shape, same issuer and kid, signature corrupted mid-segment: full RSA work each.
+   bad="$WORK/invalid.txt"
+   python3 - "$f" "$bad" <<'PY'
+import sys
+with open(sys.argv[1]) as src, open(sys.argv[2], "w") as dst:
+    for line in src:
+        t = line.strip(); k = len(t) - 20
+        dst.write(t[:k] + ("A" if t[k] != "A" else "B") + t[k + 1:] + "\n")
+PY
+   TOKENS_FILE=$bad wrk -t1 -c32 -d"$DURATION" -s unique.lua "$URL" > "$WORK/flood.txt" 2>&1 &
+   FLOOD=$!
+   sleep 0.5
+   report "c: valid cached traffic under invalid flood" "$(CONNS=32 oha_run "$URL" -H "$AUTH")"
+   wait $FLOOD || true
+   echo "   flood: $(grep -E 'Requests/sec' "$WORK/flood.txt") (all must be non-2xx: $(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' "$WORK/flood.txt"))" ;;
+d) old=$(unique_tokens 2000 k1); new=$(unique_tokens 2000 k2)
+   marker="$WORK/rotated"; rm -f "$marker"
+   cp "$WORK/keys/k1.jwks.json" "$WORK/jwks.json"; sleep 1.5
+   OLD_TOKENS=$old NEW_TOKENS=$new MARKER=$marker wrk -t2 -c"$CONNS" -d12s --latency -s rotate.lua "$URL" > "$WORK/rotate.txt" 2>&1 &
+   LOAD=$!
+   merge() { python3 -c 'import json,sys; print(json.dumps({"keys": sum((json.load(open(f))["keys"] for f in sys.argv[1:]), [])}))' "$@"; }
+   sleep 4; merge "$WORK/keys/k1.jwks.json" "$WORK/keys/k2.jwks.json" > "$WORK/jwks.tmp" && mv "$WORK/jwks.tmp" "$WORK/jwks.json"; touch "$marker"
+   sleep 4; cp "$WORK/keys/k2.jwks.json" "$WORK/jwks.tmp" && mv "$WORK/jwks.tmp" "$WORK/jwks.json"
+   wait $LOAD || true
+   echo "d: rotation under load: $(grep -E 'Requests/sec' "$WORK/rotate.txt"); non-2xx: $(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' "$WORK/rotate.txt" || echo 'Non-2xx or 3xx responses: 0')" ;;
+e) body="{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenReview\",\"spec\":{\"token\":\"$TOKEN\"}}"
+   report "e: TokenReview, cached token" "$(oha_run "http://127.0.0.1:$PROXY_PORT/apis/authentication.k8s.io/v1/tokenreviews" -m POST -T application/json -d "$body")" ;;
+m) n=${MEM_ENTRIES:-200000}; f=$(unique_tokens "$n")
+   # Fresh proxy for a clean baseline.
+   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'; start_proxy
+   sleep 1; idle=$(proxy_rss_kib)
+   python3 - "$f" "$PROXY_PORT" <<'PY'
+import sys, socket
+tokens = open(sys.argv[1]).read().split()
+port = int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+batch = 200
+for i in range(0, len(tokens), batch):
+    req = b"".join(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + t.encode() + b"\r\n\r\n" for t in tokens[i:i + batch])
+    s.sendall(req)
+    got = 0
+    buf = b""
+    while got < len(tokens[i:i + batch]):
+        chunk = s.recv(1 << 20)
+        if not chunk: raise SystemExit("connection closed")
+        buf += chunk
+        got = buf.count(b"HTTP/1.1 ")
+PY
+   sleep 2
+   entries=$(curl -s "http://127.0.0.1:$PROXY_ADMIN_PORT/metrics" | awk '/^tokenreview_proxy_verify_cache_entries / {print $2}')
+   full=$(proxy_rss_kib)
+   python3 -c "import sys; i,f,e=map(float,sys.argv[1:]); print(f'm: idle RSS {i/1024:.1f} MiB; with {int(e)} cached entries {f/1024:.1f} MiB; {(f-i)*1024/e:.0f} bytes per entry')" "$idle" "$full" "$entries" ;;
+*) echo "unknown scenario $s" >&2; exit 64 ;;
+esac; done
