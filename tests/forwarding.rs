@@ -636,3 +636,34 @@ async fn logs_never_contain_tokens() {
         );
     }
 }
+
+/// The downstream connection's own upstream connection is reopened when the upstream closed
+/// it between requests (restart, keep-alive timeout): the next request still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_restart_between_keep_alive_requests_is_survived() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h = Harness::start().await;
+    let upstream_addr = h.upstream.addr();
+    let req = format!(
+        "GET /first HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        h.token()
+    );
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // Stop the upstream (its last handle is dropped: it closes its connections) and start a
+    // new one on the same port.
+    h.upstream = dev::EchoUpstream::start().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let restarted = dev::EchoUpstream::start_on(upstream_addr).await.unwrap();
+
+    let req = req.replace("/first", "/second");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(restarted.requests().last().unwrap().uri, "/second");
+}
