@@ -251,6 +251,7 @@ audiences = ["{AUD}"]
                     .header("authorization", &auth)
                     .body(Empty::<Bytes>::new())
                     .unwrap();
+                sender.ready().await.unwrap();
                 let resp = sender.send_request(req).await.unwrap();
                 assert_eq!(resp.status(), 200);
                 resp.into_body().collect().await.unwrap();

@@ -33,7 +33,7 @@ with open(sys.argv[1]) as src, open(sys.argv[2], "w") as dst:
         t = line.strip(); k = len(t) - 20
         dst.write(t[:k] + ("A" if t[k] != "A" else "B") + t[k + 1:] + "\n")
 PY
-   TOKENS_FILE=$bad wrk -t1 -c32 -d"$DURATION" -s unique.lua "$URL" > "$WORK/flood.txt" 2>&1 &
+   TOKENS_FILE=$bad WRK_THREADS=1 wrk -t1 -c32 -d"$DURATION" -s "$ROOT/loadtest/unique.lua" "$URL" > "$WORK/flood.txt" 2>&1 &
    FLOOD=$!
    sleep 0.5
    report "c: valid cached traffic under invalid flood" "$(CONNS=32 oha_run "$URL" -H "$AUTH")"
@@ -42,7 +42,7 @@ PY
 d) old=$(unique_tokens 2000 k1); new=$(unique_tokens 2000 k2)
    marker="$WORK/rotated"; rm -f "$marker"
    cp "$WORK/keys/k1.jwks.json" "$WORK/jwks.json"; sleep 1.5
-   OLD_TOKENS=$old NEW_TOKENS=$new MARKER=$marker wrk -t2 -c"$CONNS" -d12s --latency -s rotate.lua "$URL" > "$WORK/rotate.txt" 2>&1 &
+   OLD_TOKENS=$old NEW_TOKENS=$new MARKER=$marker wrk -t2 -c"$CONNS" -d12s --latency -s "$ROOT/loadtest/rotate.lua" "$URL" > "$WORK/rotate.txt" 2>&1 &
    LOAD=$!
    merge() { python3 -c 'import json,sys; print(json.dumps({"keys": sum((json.load(open(f))["keys"] for f in sys.argv[1:]), [])}))' "$@"; }
    sleep 4; merge "$WORK/keys/k1.jwks.json" "$WORK/keys/k2.jwks.json" > "$WORK/jwks.tmp" && mv "$WORK/jwks.tmp" "$WORK/jwks.json"; touch "$marker"
