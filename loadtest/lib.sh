@@ -140,7 +140,7 @@ listen = "127.0.0.1:$PROXY_ADMIN_PORT"
 [upstream]
 url = "http://127.0.0.1:$NGINX_PORT"
 [cache]
-max_entries = 1000000
+max_entries = ${CACHE_MAX_ENTRIES:-1000000}
 [[issuers]]
 name = "loadtest"
 issuer = "$ISS"

@@ -6,10 +6,11 @@
 #   d  key rotation under load: publish k2, switch clients to k2 tokens, withdraw k1 (wrk): non-2xx must be 0
 #   e  TokenReview requests per second, cached token (oha, POST)
 #   m  memory: idle RSS, then RSS growth per cached entry after filling the cache
+#   f  flood of unique valid tokens with max_entries = 10000: entries bounded, RSS flat
 # Usage: loadtest/scenarios.sh [a b c d e m]     (default: all; DURATION=10s CONNS=64)
 source "$(dirname "$0")/lib.sh"
 need oha wrk nginx openssl python3 curl
-SCEN=${*:-a b c d e m}
+SCEN=${*:-a b c d e m f}
 build
 mkdir -p "$WORK"
 setup_keys
@@ -55,26 +56,22 @@ m) n=${MEM_ENTRIES:-200000}; f=$(unique_tokens "$n")
    # Fresh proxy for a clean baseline.
    kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'; start_proxy
    sleep 1; idle=$(proxy_rss_kib)
-   python3 - "$f" "$PROXY_PORT" <<'PY'
-import sys, socket
-tokens = open(sys.argv[1]).read().split()
-port = int(sys.argv[2])
-s = socket.create_connection(("127.0.0.1", port))
-batch = 200
-for i in range(0, len(tokens), batch):
-    req = b"".join(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + t.encode() + b"\r\n\r\n" for t in tokens[i:i + batch])
-    s.sendall(req)
-    got = 0
-    buf = b""
-    while got < len(tokens[i:i + batch]):
-        chunk = s.recv(1 << 20)
-        if not chunk: raise SystemExit("connection closed")
-        buf += chunk
-        got = buf.count(b"HTTP/1.1 ")
-PY
+   python3 "$ROOT/loadtest/send_tokens.py" "$f" "$PROXY_PORT" 0 "$n" > /dev/null
    sleep 2
    entries=$(curl -s "http://127.0.0.1:$PROXY_ADMIN_PORT/metrics" | awk '/^tokenreview_proxy_verify_cache_entries / {print $2}')
    full=$(proxy_rss_kib)
    python3 -c "import sys; i,f,e=map(float,sys.argv[1:]); print(f'm: idle RSS {i/1024:.1f} MiB; with {int(e)} cached entries {f/1024:.1f} MiB; {(f-i)*1024/e:.0f} bytes per entry')" "$idle" "$full" "$entries" ;;
+f) # A flood of unique valid tokens against a small cache: entries stay at the bound, RSS flat.
+   f=$(unique_tokens "${UNIQUE:-150000}")
+   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
+   CACHE_MAX_ENTRIES=10000 start_proxy
+   sleep 1; echo "f: max_entries = 10000; idle RSS $(( $(proxy_rss_kib) / 1024 )) MiB"
+   slices=${SLICES:-3}; total=$(wc -l < "$f"); third=$(( total / slices ))
+   for k in $(seq 0 $(( slices - 1 ))); do
+     ok=$(python3 "$ROOT/loadtest/send_tokens.py" "$f" "$PROXY_PORT" $(( k * third )) "$third")
+     sleep 2
+     entries=$(curl -s "http://127.0.0.1:$PROXY_ADMIN_PORT/metrics" | awk '/^tokenreview_proxy_verify_cache_entries / {print $2}')
+     echo "   after $(( (k + 1) * third )) unique tokens ($ok x 200): cache entries $entries, RSS $(( $(proxy_rss_kib) / 1024 )) MiB"
+   done ;;
 *) echo "unknown scenario $s" >&2; exit 64 ;;
 esac; done

@@ -245,3 +245,75 @@ fn inspect_reads_stdin_and_rejects_garbage() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not a compact JWS"));
 }
+
+#[test]
+fn run_exits_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let jwks = dir.path().join("jwks.json");
+    let o = run(&[
+        "keygen",
+        "--alg",
+        "ES256",
+        "--out",
+        key.to_str().unwrap(),
+        "--jwks-out",
+        jwks.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let cfg = write_config(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[[issuers]]
+name = "file"
+issuer = "https://iss.example"
+jwks_file = "{}"
+audiences = ["svc"]
+algorithms = ["ES256"]
+"#,
+        jwks.display()
+    ));
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", cfg.path().to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut log = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        log.push_str(&line);
+        if line.contains("tokenreview-proxy started") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(log.contains("tokenreview-proxy started"), "{log}");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit within 10 s of SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    assert_eq!(status.code(), Some(0), "{log}{rest}");
+    assert!(rest.contains("shutting down"), "{rest}");
+}
