@@ -4,8 +4,10 @@
 //! miss → (coalesced per key) parse → issuer by `iss` → cheap claim checks → bounded signature
 //! verification (one unknown-`kid` refetch allowed) → identity + headers → cached.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderName, HeaderValue};
@@ -14,21 +16,21 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{self, Audiences, Keyer, VerifyCache};
 use crate::config::{ClaimsMode, Config, IdentityMode};
-use crate::identity::{self, Identity};
+use crate::identity::{self, Identity, Principal};
 use crate::jwks::Issuer;
 use crate::metrics as m;
 use crate::verify::{self, Reject, LEGACY_ISSUER};
 
-/// An accepted token: who it is, and everything needed to re-check a cached copy.
+/// An accepted token: who it is, and everything needed to re-check a cached copy. Kept small
+/// (it is what every cache entry holds): the shared part lives in an interned [`Principal`].
 #[derive(Debug)]
 pub struct Verified {
     /// Index into [`Authenticator::issuers`].
     pub issuer: usize,
-    pub identity: Identity,
-    /// Identity headers for the configured convention, built once.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Token audiences ∩ the audiences asked for.
-    pub audiences: Vec<String>,
+    /// Identity without `credential-id`, accepted audiences, pre-built headers: shared.
+    pub principal: Arc<Principal>,
+    /// `JTI=<jti>`: the token's `authentication.kubernetes.io/credential-id`.
+    pub credential_id: Option<HeaderValue>,
     pub exp: Option<i64>,
     /// `exp + clock_skew`: the last second this result may be served (cache entries live
     /// until then, capped by `cache.max_ttl`).
@@ -38,6 +40,43 @@ pub struct Verified {
     /// `kubernetes.io.warnafter`, when the token carries one.
     pub warnafter: Option<i64>,
     pub legacy: bool,
+}
+
+impl Verified {
+    /// The full identity, `credential-id` included (allocates: for TokenReview and `inspect`).
+    pub fn identity(&self) -> Identity {
+        let mut id = self.principal.identity.clone();
+        if let Some(c) = self.credential_id.as_ref().and_then(|c| c.to_str().ok()) {
+            id.extra.push((
+                identity::EXTRA_CREDENTIAL_ID.to_string(),
+                vec![c.to_string()],
+            ));
+            id.extra.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        id
+    }
+
+    /// Token audiences ∩ the audiences asked for.
+    pub fn audiences(&self) -> &[String] {
+        &self.principal.audiences
+    }
+
+    /// The per-token identity header (`credential-id`), if the mode sends one.
+    pub fn credential_header(&self) -> Option<(&HeaderName, &HeaderValue)> {
+        self.principal
+            .credential_header
+            .as_ref()
+            .zip(self.credential_id.as_ref())
+    }
+}
+
+/// Interned principals by a keyed hash of (issuer, identity, audiences). Holds weak
+/// references: a principal lives as long as some cache entry uses it; dead slots are swept
+/// when the map doubles.
+struct Interner {
+    map: HashMap<u64, Weak<Principal>>,
+    sweep_at: usize,
+    hasher: RandomState,
 }
 
 /// What the cache stores.
@@ -116,6 +155,8 @@ pub struct Authenticator {
     cache_negative_hit: Counter,
     /// Last time a stale (past warnafter) token was logged per service account.
     stale_logged: Mutex<HashMap<String, Instant>>,
+    principals: Mutex<Interner>,
+    credential_header: Option<HeaderName>,
 }
 
 impl Authenticator {
@@ -162,6 +203,17 @@ impl Authenticator {
             cache_miss: counter!(m::VERIFY_CACHE_TOTAL, "result" => "miss"),
             cache_negative_hit: counter!(m::VERIFY_CACHE_TOTAL, "result" => "negative_hit"),
             stale_logged: Mutex::new(HashMap::new()),
+            principals: Mutex::new(Interner {
+                map: HashMap::new(),
+                sweep_at: 1024,
+                hasher: RandomState::new(),
+            }),
+            credential_header: identity::credential_header_name(
+                config
+                    .upstream
+                    .as_ref()
+                    .map_or(IdentityMode::Remote, |u| u.identity_headers),
+            ),
             issuers,
         }
     }
@@ -290,7 +342,8 @@ impl Authenticator {
         let Ok(mut seen) = self.stale_logged.lock() else {
             return;
         };
-        if let Some(last) = seen.get(&v.identity.username) {
+        let id = &v.principal.identity;
+        if let Some(last) = seen.get(&id.username) {
             if now.duration_since(*last).as_secs() < 3600 {
                 return;
             }
@@ -298,16 +351,15 @@ impl Authenticator {
         if seen.len() > 10_000 {
             seen.clear();
         }
-        seen.insert(v.identity.username.clone(), now);
+        seen.insert(id.username.clone(), now);
         drop(seen);
-        let pod = v
-            .identity
+        let pod = id
             .extra
             .iter()
             .find(|(k, _)| k == identity::EXTRA_POD_NAME)
             .and_then(|(_, vals)| vals.first().cloned())
             .unwrap_or_default();
-        let (ns, sa) = verify::split_sa_username(&v.identity.username).unwrap_or(("", ""));
+        let (ns, sa) = verify::split_sa_username(&id.username).unwrap_or(("", ""));
         tracing::warn!(
             issuer = %self.issuers[v.issuer].cfg.name,
             namespace = ns,
@@ -390,6 +442,15 @@ impl Authenticator {
             Ok(h) => h,
             Err(r) => return rejected(r, Some(idx)),
         };
+        let credential_id = if !legacy && cfg.claims == ClaimsMode::Kubernetes {
+            match identity::credential_id(&t.claims).map(HeaderValue::try_from) {
+                None => None,
+                Some(Ok(v)) => Some(v),
+                Some(Err(_)) => return rejected(Reject::InvalidClaims, Some(idx)),
+            }
+        } else {
+            None
+        };
         let warnafter = t
             .claims
             .kube
@@ -433,9 +494,8 @@ impl Authenticator {
         };
         Ok(Outcome::Accepted(Verified {
             issuer: idx,
-            identity,
-            headers,
-            audiences: token_audiences,
+            principal: self.intern(idx, identity, token_audiences, headers),
+            credential_id,
             exp,
             valid_until: exp.map(|e| e.saturating_add(issuer.policy.clock_skew)),
             key_serial,
@@ -445,8 +505,131 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// The shared principal for (issuer, identity, audiences): an existing one if a live cache
+    /// entry holds it, else a new one. Called only after the signature verified.
+    fn intern(
+        &self,
+        issuer: usize,
+        identity: Identity,
+        audiences: Vec<String>,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Arc<Principal> {
+        let make = |identity, audiences, headers| {
+            Arc::new(Principal {
+                identity,
+                audiences,
+                headers,
+                credential_header: self.credential_header.clone(),
+            })
+        };
+        let Ok(mut interner) = self.principals.lock() else {
+            return make(identity, audiences, headers);
+        };
+        let key = interner.hasher.hash_one((issuer, &identity, &audiences));
+        if let Some(p) = interner.map.get(&key).and_then(Weak::upgrade) {
+            // A 64-bit hash may collide: share only what is really equal.
+            if p.identity == identity && p.audiences == audiences {
+                return p;
+            }
+        }
+        let p = make(identity, audiences, headers);
+        interner.map.insert(key, Arc::downgrade(&p));
+        if interner.map.len() >= interner.sweep_at {
+            interner.map.retain(|_, w| w.strong_count() > 0);
+            interner.sweep_at = (interner.map.len() * 2).max(1024);
+        }
+        p
+    }
+}
+
 enum Recheck {
     Expired,
     KeyGone,
     Unavailable,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::{self, KubeTokenSpec, TestKey};
+    use crate::keys::{parse_jwks, KeySet};
+
+    const ISS: &str = "https://iss.test";
+
+    fn authenticator(key: &TestKey) -> Authenticator {
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[[issuers]]
+name = "unit"
+issuer = "{ISS}"
+jwks_url = "http://127.0.0.1:1/unused"
+audiences = ["aud"]
+"#
+        );
+        let cfg = Config::parse(&text, "(unit)").unwrap();
+        let issuer = Arc::new(Issuer::new(cfg.issuers[0].clone()));
+        let jwks = serde_json::to_vec(&dev::jwks(&[key.public_jwk()])).unwrap();
+        let parsed = parse_jwks(&jwks, &cfg.issuers[0].algorithms, None).unwrap();
+        issuer.store.install(KeySet::new(parsed.keys));
+        Authenticator::new(&cfg, vec![issuer])
+    }
+
+    async fn accept(auth: &Authenticator, token: &str) -> Arc<Outcome> {
+        let o = auth
+            .authenticate(token, Audiences::Configured)
+            .await
+            .unwrap();
+        assert!(matches!(&*o, Outcome::Accepted(_)));
+        o
+    }
+
+    fn verified(o: &Outcome) -> &Verified {
+        match o {
+            Outcome::Accepted(v) => v,
+            Outcome::Rejected { .. } => unreachable!(),
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_of_one_pod_share_one_principal() {
+        let key = TestKey::generate("ES256", "k").unwrap();
+        let auth = authenticator(&key);
+        let spec = KubeTokenSpec::new(ISS, "aud");
+        let a = accept(&auth, &key.sign(&dev::kube_claims(&spec))).await;
+        let mut again = spec.clone();
+        again.jti = Some("another-jti".into());
+        let b = accept(&auth, &key.sign(&dev::kube_claims(&again))).await;
+        let (va, vb) = (verified(&a), verified(&b));
+        assert!(
+            Arc::ptr_eq(&va.principal, &vb.principal),
+            "same pod: shared"
+        );
+        assert_ne!(
+            va.credential_id, vb.credential_id,
+            "credential-id stays per token"
+        );
+        assert_eq!(
+            vb.credential_header()
+                .map(|(n, v)| (n.as_str(), v.to_str().unwrap())),
+            Some((
+                "x-remote-extra-authentication.kubernetes.io%2fcredential-id",
+                "JTI=another-jti"
+            ))
+        );
+        // The full identity still carries credential-id, as kube-apiserver reports it.
+        let extra = vb.identity().extra;
+        assert!(extra
+            .iter()
+            .any(|(k, v)| k == identity::EXTRA_CREDENTIAL_ID && v == &["JTI=another-jti"]));
+
+        let mut other_pod = spec.clone();
+        other_pod.pod = Some(("other".into(), "uid-2".into()));
+        let c = accept(&auth, &key.sign(&dev::kube_claims(&other_pod))).await;
+        assert!(!Arc::ptr_eq(&va.principal, &verified(&c).principal));
+    }
 }

@@ -617,14 +617,15 @@ pub fn inspect(args: &InspectArgs) -> ExitCode {
         match auth.authenticate(&token, Audiences::Configured).await {
             Ok(o) => match &*o {
                 Outcome::Accepted(v) => {
+                    let id = v.identity();
                     println!(
                         "VERIFIED by issuer {:?}: {}",
                         auth.issuer_name(Some(v.issuer)),
-                        v.identity.username
+                        id.username
                     );
-                    println!("  uid:    {}", v.identity.uid);
-                    println!("  groups: {:?}", v.identity.groups);
-                    for (k, vals) in &v.identity.extra {
+                    println!("  uid:    {}", id.uid);
+                    println!("  groups: {:?}", id.groups);
+                    for (k, vals) in &id.extra {
                         println!("  extra:  {k} = {vals:?}");
                     }
                     ExitCode::SUCCESS

@@ -189,6 +189,7 @@ impl Upstream {
         &self,
         req: Request<Incoming>,
         identity_headers: &[(HeaderName, HeaderValue)],
+        credential: Option<(&HeaderName, &HeaderValue)>,
         peer: &Peer,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
@@ -222,6 +223,9 @@ impl Upstream {
             headers.append(X_FORWARDED_HOST.clone(), h);
         }
         for (name, value) in identity_headers {
+            headers.append(name.clone(), value.clone());
+        }
+        if let Some((name, value)) = credential {
             headers.append(name.clone(), value.clone());
         }
 

@@ -15,14 +15,51 @@ pub const EXTRA_NODE_NAME: &str = "authentication.kubernetes.io/node-name";
 pub const EXTRA_NODE_UID: &str = "authentication.kubernetes.io/node-uid";
 pub const EXTRA_CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
 
-/// A Kubernetes `UserInfo`: what kube-apiserver would say about the same token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A Kubernetes `UserInfo`: what kube-apiserver would say about the same token. In a
+/// [`Principal`] the per-token `credential-id` extra is left out (see [`credential_id`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub username: String,
     pub uid: String,
     pub groups: Vec<String>,
     /// Sorted by key; each key once.
     pub extra: Vec<(String, Vec<String>)>,
+}
+
+/// The `authentication.kubernetes.io/credential-id` value of a token (`JTI=<jti>`): the one
+/// per-token part of a Kubernetes identity, kept out of the shared [`Principal`].
+pub fn credential_id(claims: &Claims) -> Option<String> {
+    claims
+        .jti
+        .as_deref()
+        .filter(|j| !j.is_empty())
+        .map(|jti| format!("JTI={jti}"))
+}
+
+/// What every cached token of one caller shares: the identity (without `credential-id`), the
+/// audiences it was accepted for, and the identity headers built once. Interned, so a pod whose
+/// token rotates, or many tokens of one service account, cost one copy.
+#[derive(Debug)]
+pub struct Principal {
+    pub identity: Identity,
+    pub audiences: Vec<String>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Header name carrying `credential-id` in the configured convention (None for `none`).
+    pub credential_header: Option<HeaderName>,
+}
+
+/// The header that carries `credential-id` in the given convention.
+pub fn credential_header_name(mode: IdentityMode) -> Option<HeaderName> {
+    let prefix = match mode {
+        IdentityMode::None => return None,
+        IdentityMode::Remote => "x-remote-extra-",
+        IdentityMode::Impersonate => "impersonate-extra-",
+    };
+    let name = format!(
+        "{prefix}{}",
+        utf8_percent_encode(EXTRA_CREDENTIAL_ID, EXTRA_KEY_SET)
+    );
+    HeaderName::from_bytes(name.as_bytes()).ok()
 }
 
 /// Kubernetes service-account identity, given the checked namespace and name.
@@ -45,9 +82,6 @@ pub fn kubernetes_identity(claims: &Claims, ns: &str, name: &str) -> Identity {
     if let Some(node) = kube.and_then(|k| k.node.as_ref()) {
         push(EXTRA_NODE_NAME, node.name.as_ref());
         push(EXTRA_NODE_UID, node.uid.as_ref());
-    }
-    if let Some(jti) = claims.jti.as_deref().filter(|j| !j.is_empty()) {
-        extra.push((EXTRA_CREDENTIAL_ID.to_string(), vec![format!("JTI={jti}")]));
     }
     extra.sort_by(|a, b| a.0.cmp(&b.0));
     Identity {
@@ -207,14 +241,19 @@ mod tests {
         assert_eq!(
             keys,
             [
-                EXTRA_CREDENTIAL_ID,
                 EXTRA_NODE_NAME,
                 EXTRA_NODE_UID,
                 EXTRA_POD_NAME,
                 EXTRA_POD_UID
             ]
         );
-        assert_eq!(id.extra[0].1, ["JTI=abc"]);
+        assert_eq!(credential_id(&c).as_deref(), Some("JTI=abc"));
+        assert_eq!(
+            credential_header_name(IdentityMode::Remote)
+                .unwrap()
+                .as_str(),
+            "x-remote-extra-authentication.kubernetes.io%2fcredential-id"
+        );
     }
 
     #[test]

@@ -248,7 +248,11 @@ async fn proxy(worker: &Worker, peer: &Peer, mut req: Request<Incoming>) -> Resp
         m.rejected.increment(1);
         return rejected(Reject::InvalidClaims);
     };
-    match upstream.forward(req, &verified.headers, peer).await {
+    let headers = &verified.principal.headers;
+    match upstream
+        .forward(req, headers, verified.credential_header(), peer)
+        .await
+    {
         Ok(resp) => {
             m.ok.increment(1);
             m.upstream_status(resp.status());

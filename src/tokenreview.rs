@@ -164,25 +164,25 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         Ok(outcome) => match &*outcome {
             Outcome::Accepted(v) => {
                 metrics[1].increment(1);
-                let extra: Map<String, Value> = v
-                    .identity
+                let id = v.identity();
+                let extra: Map<String, Value> = id
                     .extra
                     .iter()
                     .map(|(k, vals)| (k.clone(), json!(vals)))
                     .collect();
                 let mut user = Map::new();
-                user.insert("username".into(), json!(v.identity.username));
-                if !v.identity.uid.is_empty() {
-                    user.insert("uid".into(), json!(v.identity.uid));
+                user.insert("username".into(), json!(id.username));
+                if !id.uid.is_empty() {
+                    user.insert("uid".into(), json!(id.uid));
                 }
-                user.insert("groups".into(), json!(v.identity.groups));
+                user.insert("groups".into(), json!(id.groups));
                 if !extra.is_empty() {
                     user.insert("extra".into(), Value::Object(extra));
                 }
                 json!({
                     "authenticated": true,
                     "user": user,
-                    "audiences": v.audiences,
+                    "audiences": v.audiences(),
                 })
             }
             Outcome::Rejected { reason, .. } => {
@@ -243,7 +243,7 @@ async fn check_caller(shared: &Shared, req: &Request<Incoming>) -> Option<Respon
     match shared.auth.authenticate(token, Audiences::Configured).await {
         Ok(outcome) => match &*outcome {
             Outcome::Accepted(v) => {
-                let id = &v.identity;
+                let id = &v.principal.identity;
                 let ok = allowed
                     .iter()
                     .any(|a| *a == id.username || id.groups.iter().any(|g| g == a));
