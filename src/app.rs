@@ -284,7 +284,9 @@ async fn watch_token_file(
                     tracing::info!(path = %path.display(), "upstream token_file reloaded");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "keeping the previous upstream token"),
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream.token_file unreadable; keeping the previous credential")
+            }
         }
     }
 }

@@ -17,8 +17,6 @@ use hyper::body::{Body, Frame};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use tokenreview_proxy::app;
-use tokenreview_proxy::config::Config;
 use tokenreview_proxy::dev::{
     self, EchoUpstream, KubeTokenSpec, MockIssuer, RecordedRequest, TestKey,
 };
@@ -156,22 +154,7 @@ async fn start_with_upstream_url(opts: Opts, upstream_url: &str) -> Harness {
         .expect("issuer");
     let upstream = EchoUpstream::start().await.expect("upstream");
     let text = config_text(&opts, &issuer.issuer_url(), upstream_url);
-    let config = Config::parse(&text, "(test)").expect("config");
-    let running = tokio::task::spawn_blocking(move || app::start(config))
-        .await
-        .expect("join")
-        .expect("proxy start");
-    let h = Harness {
-        addr: running.addr,
-        admin: running.admin_addr,
-        proxy: Some(running),
-        issuer,
-        upstream,
-        keys,
-        config_text: text,
-    };
-    h.wait_ready(Duration::from_secs(10)).await;
-    h
+    Harness::start_from_text(text, issuer, upstream, keys, true).await
 }
 
 // ---- Spoofed identity headers ----

@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use tokenreview_proxy::app;
-use tokenreview_proxy::config::Config;
 use tokenreview_proxy::dev::{self, EchoUpstream, IssuerMode, KubeTokenSpec, MockIssuer, TestKey};
 
 const POLL: Duration = Duration::from_millis(50);
@@ -101,23 +99,7 @@ async fn start_proxy_text(
     upstream: EchoUpstream,
     keys: Vec<TestKey>,
 ) -> Harness {
-    let _ = captured_logs(); // install the test log subscriber like the harness does
-    let config = Config::parse(&text, "(test)").expect("test config must parse");
-    let running = tokio::task::spawn_blocking(move || app::start(config))
-        .await
-        .expect("join")
-        .expect("proxy start");
-    let h = Harness {
-        addr: running.addr,
-        admin: running.admin_addr,
-        proxy: Some(running),
-        issuer,
-        upstream,
-        keys,
-        config_text: text,
-    };
-    h.wait_ready(Duration::from_secs(10)).await;
-    h
+    Harness::start_from_text(text, issuer, upstream, keys, true).await
 }
 
 // 1

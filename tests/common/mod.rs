@@ -155,6 +155,19 @@ impl Harness {
         keys: Vec<TestKey>,
     ) -> Harness {
         let text = config_text(&opts, &issuer.issuer_url(), &upstream.url());
+        Harness::start_from_text(text, issuer, upstream, keys, !opts.no_wait).await
+    }
+
+    /// Start the proxy from a complete config text (for layouts `config_text` cannot express);
+    /// waits for readiness when `wait`.
+    pub async fn start_from_text(
+        text: String,
+        issuer: MockIssuer,
+        upstream: EchoUpstream,
+        keys: Vec<TestKey>,
+        wait: bool,
+    ) -> Harness {
+        let _ = log_buffer();
         let config = Config::parse(&text, "(test)").expect("test config must parse");
         let running = tokio::task::spawn_blocking(move || app::start(config))
             .await
@@ -169,7 +182,7 @@ impl Harness {
             keys,
             config_text: text,
         };
-        if !opts.no_wait {
+        if wait {
             h.wait_ready(Duration::from_secs(10)).await;
         }
         h
