@@ -157,26 +157,28 @@ pub fn check_config(args: &ConfigArg) -> ExitCode {
     }
 }
 
-/// SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+/// SIGINT and SIGTERM handlers, registered when created (so a signal that arrives right after
+/// start-up is caught, not fatal). Create inside a tokio runtime context.
+pub struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    pub fn install() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// Wait for SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }
 
@@ -195,12 +197,19 @@ pub fn run(args: &ConfigArg) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return failure(e),
     };
+    let mut signals = {
+        let _guard = rt.enter();
+        match ShutdownSignals::install() {
+            Ok(s) => s,
+            Err(e) => return failure(format!("cannot install signal handlers: {e}")),
+        }
+    };
     let running = match crate::app::start(config) {
         Ok(r) => r,
         Err(e) => return failure(e),
     };
     tracing::info!(listen = %running.addr, admin = %running.admin_addr, "tokenreview-proxy started");
-    rt.block_on(shutdown_signal());
+    rt.block_on(signals.recv());
     tracing::info!("shutting down");
     running.shutdown();
     ExitCode::SUCCESS
@@ -225,6 +234,10 @@ pub fn dev(args: &DevArgs) -> ExitCode {
         Err(e) => return failure(e),
     };
     rt.block_on(async {
+        let mut signals = match ShutdownSignals::install() {
+            Ok(s) => s,
+            Err(e) => return failure(format!("cannot install signal handlers: {e}")),
+        };
         let key = match TestKey::generate("RS256", "dev-key-1") {
             Ok(k) => k,
             Err(e) => return failure(e),
@@ -321,7 +334,7 @@ Ctrl-C to stop."#,
             up = upstream.url(),
             iss = issuer.issuer_url(),
         );
-        shutdown_signal().await;
+        signals.recv().await;
         eprintln!("shutting down");
         let _ = tokio::task::spawn_blocking(move || running.shutdown()).await;
         ExitCode::SUCCESS

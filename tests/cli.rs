@@ -211,9 +211,13 @@ algorithms = ["ES256"]
     assert!(stdout(&o).contains("system:serviceaccount:shop:cart"));
 
     // A tampered signature: inspect says exactly why.
-    let mut bad = tokens[2].clone();
-    let last = bad.pop().unwrap();
-    bad.push(if last == 'A' { 'B' } else { 'A' });
+    // Flip a character in the middle of the signature (every middle base64url character
+    // carries 6 bits; the last one does not, and changing it can make the encoding
+    // non-canonical, which is `malformed`, not `bad_signature`).
+    let mut bad: Vec<char> = tokens[2].chars().collect();
+    let k = bad.len() - 10;
+    bad[k] = if bad[k] == 'A' { 'B' } else { 'A' };
+    let bad: String = bad.into_iter().collect();
     let o = run(&["inspect", &bad, "--config", cfg.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
