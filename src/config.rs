@@ -412,6 +412,14 @@ fn line_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 }
 
 /// Parse a duration like "90s", "5m", "24h", "1h30m", "250ms".
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenreview_proxy::config::parse_duration;
+/// assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+/// assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+/// assert!(parse_duration("soon").is_err());
+/// ```
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. \"90s\", \"5m\", \"24h\""))
