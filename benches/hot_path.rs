@@ -35,7 +35,8 @@ use tokenreview_proxy::{forward, identity, token};
 const ISS: &str = "https://kubernetes.default.svc.cluster.local";
 const AUD: &str = "bench-aud";
 
-fn config(upstream: &str) -> Config {
+/// A one-worker config for issuer `name` with the given key-source line.
+fn config(name: &str, upstream: &str, key_source: &str) -> Config {
     let text = format!(
         r#"
 [server]
@@ -46,9 +47,9 @@ listen = "127.0.0.1:0"
 [upstream]
 url = "{upstream}"
 [[issuers]]
-name = "bench"
+name = "{name}"
 issuer = "{ISS}"
-jwks_url = "http://127.0.0.1:1/unused"
+{key_source}
 audiences = ["{AUD}"]
 algorithms = ["RS256", "PS256", "ES256", "EdDSA"]
 "#
@@ -59,7 +60,11 @@ algorithms = ["RS256", "PS256", "ES256", "EdDSA"]
 /// An authenticator whose issuer already holds `keys` (no fetching).
 fn authenticator(keys: &[TestKey]) -> Authenticator {
     tokenreview_proxy::metrics::install();
-    let cfg = config("http://127.0.0.1:1");
+    let cfg = config(
+        "bench",
+        "http://127.0.0.1:1",
+        "jwks_url = \"http://127.0.0.1:1/unused\"",
+    );
     let issuer = Arc::new(Issuer::new(cfg.issuers[0].clone()));
     let jwks = serde_json::to_vec(&dev::jwks(
         &keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>(),
@@ -207,24 +212,11 @@ fn bench_end_to_end(c: &mut Criterion) {
         serde_json::to_vec(&dev::jwks(&[key.public_jwk()])).unwrap(),
     )
     .unwrap();
-    let cfg_text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 1
-[admin]
-listen = "127.0.0.1:0"
-[upstream]
-url = "http://{upstream}"
-[[issuers]]
-name = "bench-e2e"
-issuer = "{ISS}"
-jwks_file = "{}"
-audiences = ["{AUD}"]
-"#,
-        jwks.display()
+    let cfg = config(
+        "bench-e2e",
+        &format!("http://{upstream}"),
+        &format!("jwks_file = \"{}\"", jwks.display()),
     );
-    let cfg = Config::parse(&cfg_text, "(bench)").unwrap();
     let running = tokenreview_proxy::app::start(cfg).unwrap();
     let addr = running.addr;
     let tok = kube_token(&key);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use tokenreview_proxy::dev::{self, EchoUpstream, IssuerMode, MockIssuer, TestKey};
+use tokenreview_proxy::dev::{self, IssuerMode, MockIssuer, TestKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -322,17 +322,15 @@ async fn issuer_unavailable_is_not_negatively_cached() {
         .await
         .expect("mock issuer");
     issuer.set_mode(IssuerMode::Down);
-    let upstream = EchoUpstream::start().await.expect("echo upstream");
     // A long negative_ttl: if "unavailable" were cached like a rejection, it would still be
     // served long after the keys arrive.
-    let h = Harness::start_proxy(
+    let h = Harness::start_with_issuer(
         Opts {
             cache_extra: r#"negative_ttl = "60s""#.into(),
             no_wait: true,
             ..opts(issuer_name)
         },
         issuer,
-        upstream,
         vec![key],
     )
     .await;

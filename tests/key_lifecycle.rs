@@ -316,15 +316,13 @@ async fn starts_listening_before_keys_arrive() {
     let key = es256("k1");
     let issuer = MockIssuer::start(jwks_of(&[&key])).await.expect("issuer");
     issuer.set_mode(IssuerMode::Down);
-    let upstream = EchoUpstream::start().await.expect("upstream");
-    let h = Harness::start_proxy(
+    let h = Harness::start_with_issuer(
         Opts {
             issuer_extra: "refresh_interval = \"1s\"".into(),
             no_wait: true,
             ..Opts::default()
         },
         issuer,
-        upstream,
         vec![key],
     )
     .await;
@@ -606,14 +604,12 @@ async fn cache_control_max_age_shortens_the_refresh_interval() {
     let key = es256("k1");
     let issuer = MockIssuer::start(jwks_of(&[&key])).await.expect("issuer");
     issuer.set_cache_control(Some("public, max-age=1".into()));
-    let upstream = EchoUpstream::start().await.expect("upstream");
-    let h = Harness::start_proxy(
+    let h = Harness::start_with_issuer(
         Opts {
             issuer_extra: "refresh_interval = \"1h\"\nmin_refetch_interval = \"1s\"".into(),
             ..Opts::default()
         },
         issuer,
-        upstream,
         vec![key],
     )
     .await;
@@ -672,14 +668,12 @@ async fn no_store_never_turns_refresh_into_a_busy_loop() {
     let key = es256("k1");
     let issuer = MockIssuer::start(jwks_of(&[&key])).await.expect("issuer");
     issuer.set_cache_control(Some("no-store".into()));
-    let upstream = EchoUpstream::start().await.expect("upstream");
-    let h = Harness::start_proxy(
+    let h = Harness::start_with_issuer(
         Opts {
             issuer_extra: "refresh_interval = \"1h\"\nmin_refetch_interval = \"0s\"".into(),
             ..Opts::default()
         },
         issuer,
-        upstream,
         vec![key],
     )
     .await;

@@ -15,9 +15,7 @@ use aws_lc_rs::signature::{self, RsaPublicKeyComponents};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokenreview_proxy::dev::{
-    self, EchoUpstream, KubeTokenSpec, MockIssuer, RecordedRequest, TestKey,
-};
+use tokenreview_proxy::dev::{self, KubeTokenSpec, MockIssuer, RecordedRequest, TestKey};
 
 const REALM: &str = r#"Bearer realm="tokenreview-proxy""#;
 
@@ -329,14 +327,12 @@ async fn jwks_oct_key_is_dropped_and_hs256_refused() {
     let issuer = MockIssuer::start(vec![oct, key.public_jwk()])
         .await
         .expect("issuer");
-    let upstream = EchoUpstream::start().await.expect("upstream");
-    let h = Harness::start_proxy(
+    let h = Harness::start_with_issuer(
         Opts {
             issuer_name: Some(name.into()),
             ..Opts::default()
         },
         issuer,
-        upstream,
         vec![key],
     )
     .await;
@@ -824,14 +820,12 @@ async fn weak_rsa_and_encryption_keys_are_dropped_at_load() {
     let issuer = MockIssuer::start(vec![weak_jwk, enc_jwk, good.public_jwk()])
         .await
         .expect("issuer");
-    let upstream = EchoUpstream::start().await.expect("upstream");
-    let h = Harness::start_proxy(
+    let h = Harness::start_with_issuer(
         Opts {
             issuer_name: Some(name.into()),
             ..Opts::default()
         },
         issuer,
-        upstream,
         vec![good],
     )
     .await;

@@ -147,7 +147,13 @@ impl Harness {
         Harness::start_proxy(opts, issuer, upstream, keys).await
     }
 
-    /// Start the proxy against an issuer the test set up itself.
+    /// Start an echo upstream and the proxy against an issuer the test set up itself.
+    pub async fn start_with_issuer(opts: Opts, issuer: MockIssuer, keys: Vec<TestKey>) -> Harness {
+        let upstream = EchoUpstream::start().await.expect("echo upstream");
+        Harness::start_proxy(opts, issuer, upstream, keys).await
+    }
+
+    /// Start the proxy against an issuer and upstream the test set up itself.
     pub async fn start_proxy(
         opts: Opts,
         issuer: MockIssuer,
