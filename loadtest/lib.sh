@@ -51,12 +51,15 @@ setup_keys() {
   export TOKEN
 }
 
-# N unique RS256 tokens in $WORK/unique-N.txt (reused across runs; minting is ~1 ms/token/core).
+# N unique RS256 tokens in $WORK/unique-N-KEY[-distinct-pods].txt (reused across runs; minting
+# is ~1 ms/token/core). A third argument "distinct-pods" binds each token to a pod of its own.
 unique_tokens() {
-  local n=$1 key=${2:-k1} f="$WORK/unique-$1-${2:-k1}.txt"
+  local n=$1 key=${2:-k1} pods=${3:-} f="$WORK/unique-$1-${2:-k1}${3:+-$3}.txt"
+  local extra=()
+  [ "$pods" = distinct-pods ] && extra=(--distinct-pods)
   if [ ! -s "$f" ] || [ "$(find "$f" -mmin +1200 2>/dev/null)" ]; then
-    echo "minting $n unique $key tokens..." >&2
-    "$BIN" mint --key "$WORK/keys/$key.pem" --kid "$key" --issuer "$ISS" --audience "$AUD" --ttl 24h --count "$n" > "$f.tmp"
+    echo "minting $n unique $key tokens ${pods}..." >&2
+    "$BIN" mint --key "$WORK/keys/$key.pem" --kid "$key" --issuer "$ISS" --audience "$AUD" --ttl 24h --count "$n" "${extra[@]}" > "$f.tmp"
     mv "$f.tmp" "$f"
   fi
   echo "$f"
@@ -164,10 +167,13 @@ proxy_rss_kib() {
   awk '/VmRSS/ {print $2}' "/proc/$pid/status"
 }
 
-# oha run → "rps p50_ms p99_ms non2xx"
+# oha run → "rps p50_ms p99_ms non2xx". OHA_RATE=N limits the offered load to N req/s in
+# total, with latency measured from each request's scheduled start (no coordinated omission).
 oha_run() {
   local url=$1; shift
-  oha --no-tui --output-format json -z "$DURATION" -c "$CONNS" "$@" "$url" > "$WORK/oha.json" 2>/dev/null
+  local rate=()
+  [ -n "${OHA_RATE:-}" ] && rate=(-q "$OHA_RATE" --latency-correction)
+  oha --no-tui --output-format json -z "$DURATION" -c "$CONNS" "${rate[@]}" "$@" "$url" > "$WORK/oha.json" 2>/dev/null
   python3 - "$WORK/oha.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))

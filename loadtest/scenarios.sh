@@ -6,6 +6,8 @@
 #   d  key rotation under load: publish k2, switch clients to k2 tokens, withdraw k1 (wrk): non-2xx must be 0
 #   e  TokenReview requests per second, cached token (oha, POST)
 #   m  memory: idle RSS, then RSS growth per cached entry after filling the cache
+#      (MEM_ENTRIES=200000; MEM_PODS=distinct gives every token a pod of its own: the worst
+#      case, one principal per entry)
 #   f  flood of unique valid tokens with max_entries = 10000: entries bounded, RSS flat
 # Usage: loadtest/scenarios.sh [a b c d e m]     (default: all; DURATION=10s CONNS=64)
 source "$(dirname "$0")/lib.sh"
@@ -52,7 +54,7 @@ d) old=$(unique_tokens 2000 k1); new=$(unique_tokens 2000 k2)
    echo "d: rotation under load: $(grep -E 'Requests/sec' "$WORK/rotate.txt"); non-2xx: $(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' "$WORK/rotate.txt" || echo 'Non-2xx or 3xx responses: 0')" ;;
 e) body="{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenReview\",\"spec\":{\"token\":\"$TOKEN\"}}"
    report "e: TokenReview, cached token" "$(oha_run "http://127.0.0.1:$PROXY_PORT/apis/authentication.k8s.io/v1/tokenreviews" -m POST -T application/json -d "$body")" ;;
-m) n=${MEM_ENTRIES:-200000}; f=$(unique_tokens "$n")
+m) n=${MEM_ENTRIES:-200000}; f=$(unique_tokens "$n" k1 ${MEM_PODS:+distinct-pods})
    # Fresh proxy for a clean baseline.
    kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'; start_proxy
    sleep 1; idle=$(proxy_rss_kib)
@@ -60,7 +62,7 @@ m) n=${MEM_ENTRIES:-200000}; f=$(unique_tokens "$n")
    sleep 2
    entries=$(curl -s "http://127.0.0.1:$PROXY_ADMIN_PORT/metrics" | awk '/^tokenreview_proxy_verify_cache_entries / {print $2}')
    full=$(proxy_rss_kib)
-   python3 -c "import sys; i,f,e=map(float,sys.argv[1:]); print(f'm: idle RSS {i/1024:.1f} MiB; with {int(e)} cached entries {f/1024:.1f} MiB; {(f-i)*1024/e:.0f} bytes per entry')" "$idle" "$full" "$entries" ;;
+   python3 -c "import sys; i,f,e=map(float,sys.argv[1:4]); w=' (a pod per token)' if 'distinct' in sys.argv[4] else ''; print(f'm{w}: idle RSS {i/1024:.1f} MiB; with {int(e)} cached entries {f/1024:.1f} MiB; {(f-i)*1024/e:.0f} bytes per entry')" "$idle" "$full" "$entries" "$f" ;;
 f) # A flood of unique valid tokens against a small cache: entries stay at the bound, RSS flat.
    f=$(unique_tokens "${UNIQUE:-150000}")
    kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'

@@ -16,41 +16,49 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{self, Audiences, Keyer, VerifyCache};
 use crate::config::{ClaimsMode, Config, IdentityMode};
-use crate::identity::{self, Identity, Principal};
+use crate::identity::{self, CredentialId, Identity, Principal};
 use crate::jwks::Issuer;
 use crate::metrics as m;
 use crate::verify::{self, Reject, LEGACY_ISSUER};
 
-/// An accepted token: who it is, and everything needed to re-check a cached copy. Kept small
-/// (it is what every cache entry holds): the shared part lives in an interned [`Principal`].
+/// An accepted token: who it is, and everything needed to re-check a cached copy. Every cache
+/// entry holds one, so it is kept to 64 bytes: the shared part lives in an interned
+/// [`Principal`], the credential id is 16 bytes for a UUID, times use sentinels.
 #[derive(Debug)]
 pub struct Verified {
-    /// Index into [`Authenticator::issuers`].
-    pub issuer: usize,
     /// Identity without `credential-id`, accepted audiences, pre-built headers: shared.
     pub principal: Arc<Principal>,
-    /// `JTI=<jti>`: the token's `authentication.kubernetes.io/credential-id`.
-    pub credential_id: Option<HeaderValue>,
-    pub exp: Option<i64>,
+    /// The token's `authentication.kubernetes.io/credential-id` (`JTI=<jti>`).
+    pub credential_id: CredentialId,
     /// `exp + clock_skew`: the last second this result may be served (cache entries live
-    /// until then, capped by `cache.max_ttl`).
-    pub valid_until: Option<i64>,
+    /// until then, capped by `cache.max_ttl`). `i64::MAX`: the token has no `exp`.
+    valid_until: i64,
+    /// `kubernetes.io.warnafter`; `i64::MAX` when the token carries none.
+    warnafter: i64,
     /// The key that verified the signature ([`crate::keys::VerifyingKey::serial`]).
     pub key_serial: u64,
-    /// `kubernetes.io.warnafter`, when the token carries one.
-    pub warnafter: Option<i64>,
+    /// Index into [`Authenticator::issuers`].
+    issuer: u32,
     pub legacy: bool,
 }
 
 impl Verified {
+    /// Index of the issuer that accepted the token.
+    pub fn issuer(&self) -> usize {
+        self.issuer as usize
+    }
+
+    /// `exp + clock_skew`, if the token expires.
+    pub fn valid_until(&self) -> Option<i64> {
+        (self.valid_until != i64::MAX).then_some(self.valid_until)
+    }
+
     /// The full identity, `credential-id` included (allocates: for TokenReview and `inspect`).
     pub fn identity(&self) -> Identity {
         let mut id = self.principal.identity.clone();
-        if let Some(c) = self.credential_id.as_ref().and_then(|c| c.to_str().ok()) {
-            id.extra.push((
-                identity::EXTRA_CREDENTIAL_ID.to_string(),
-                vec![c.to_string()],
-            ));
+        if let Some(c) = self.credential_id.value() {
+            id.extra
+                .push((identity::EXTRA_CREDENTIAL_ID.to_string(), vec![c]));
             id.extra.sort_by(|a, b| a.0.cmp(&b.0));
         }
         id
@@ -62,11 +70,9 @@ impl Verified {
     }
 
     /// The per-token identity header (`credential-id`), if the mode sends one.
-    pub fn credential_header(&self) -> Option<(&HeaderName, &HeaderValue)> {
-        self.principal
-            .credential_header
-            .as_ref()
-            .zip(self.credential_id.as_ref())
+    pub fn credential_header(&self) -> Option<(&HeaderName, HeaderValue)> {
+        let name = self.principal.credential_header.as_ref()?;
+        Some((name, self.credential_id.header_value()?))
     }
 }
 
@@ -254,10 +260,10 @@ impl Authenticator {
                     Err(Recheck::Expired) => {
                         self.cache_hit.increment(1);
                         self.cache.invalidate(&key).await;
-                        return Err(self.reject(Reject::Expired, Some(v.issuer)));
+                        return Err(self.reject(Reject::Expired, Some(v.issuer())));
                     }
                     Err(Recheck::Unavailable) => {
-                        return Err(AuthError::Unavailable { issuer: v.issuer })
+                        return Err(AuthError::Unavailable { issuer: v.issuer() })
                     }
                     // The verifying key was withdrawn: verify again from scratch.
                     Err(Recheck::KeyGone) => self.cache.invalidate(&key).await,
@@ -309,12 +315,10 @@ impl Authenticator {
     }
 
     fn recheck(&self, v: &Verified) -> Result<(), Recheck> {
-        let issuer = &self.issuers[v.issuer];
-        if let Some(until) = v.valid_until {
-            // Same rule as verification: accepted while exp > now - clock_skew.
-            if until <= now_unix() {
-                return Err(Recheck::Expired);
-            }
+        let issuer = &self.issuers[v.issuer()];
+        // Same rule as verification: accepted while exp > now - clock_skew.
+        if v.valid_until <= now_unix() {
+            return Err(Recheck::Expired);
         }
         let keys = issuer.store.usable().ok_or(Recheck::Unavailable)?;
         if !keys.contains_serial(v.key_serial) {
@@ -325,15 +329,13 @@ impl Authenticator {
 
     /// Accounting done on every accepted use, cached or not.
     fn note_accepted(&self, v: &Verified) {
-        let im = &self.metrics[v.issuer];
+        let im = &self.metrics[v.issuer()];
         if v.legacy {
             im.legacy_accepted.increment(1);
         }
-        if let Some(w) = v.warnafter {
-            if now_unix() > w {
-                im.stale_tokens.increment(1);
-                self.log_stale(v);
-            }
+        if v.warnafter != i64::MAX && now_unix() > v.warnafter {
+            im.stale_tokens.increment(1);
+            self.log_stale(v);
         }
     }
 
@@ -361,7 +363,7 @@ impl Authenticator {
             .unwrap_or_default();
         let (ns, sa) = verify::split_sa_username(&id.username).unwrap_or(("", ""));
         tracing::warn!(
-            issuer = %self.issuers[v.issuer].cfg.name,
+            issuer = %self.issuers[v.issuer()].cfg.name,
             namespace = ns,
             service_account = sa,
             pod = %pod,
@@ -443,13 +445,12 @@ impl Authenticator {
             Err(r) => return rejected(r, Some(idx)),
         };
         let credential_id = if !legacy && cfg.claims == ClaimsMode::Kubernetes {
-            match identity::credential_id(&t.claims).map(HeaderValue::try_from) {
-                None => None,
-                Some(Ok(v)) => Some(v),
-                Some(Err(_)) => return rejected(Reject::InvalidClaims, Some(idx)),
+            match CredentialId::from_claims(&t.claims) {
+                Ok(c) => c,
+                Err(r) => return rejected(r, Some(idx)),
             }
         } else {
-            None
+            CredentialId::None
         };
         let warnafter = t
             .claims
@@ -457,7 +458,7 @@ impl Authenticator {
             .as_ref()
             .and_then(|k| k.warnafter.as_ref())
             .and_then(|w| w.as_f64())
-            .map(|w| w as i64);
+            .map_or(i64::MAX, |w| w as i64);
 
         // Signature work: bounded. An unknown kid asks the refresher for a refetch and looks
         // again; a second attempt covers joining a fetch that began before the key was
@@ -493,13 +494,14 @@ impl Authenticator {
             }
         };
         Ok(Outcome::Accepted(Verified {
-            issuer: idx,
             principal: self.intern(idx, identity, token_audiences, headers),
             credential_id,
-            exp,
-            valid_until: exp.map(|e| e.saturating_add(issuer.policy.clock_skew)),
-            key_serial,
+            valid_until: exp.map_or(i64::MAX, |e| {
+                e.saturating_add(issuer.policy.clock_skew).min(i64::MAX - 1)
+            }),
             warnafter,
+            key_serial,
+            issuer: idx as u32,
             legacy,
         }))
     }
@@ -595,6 +597,13 @@ audiences = ["aud"]
         }
     }
 
+    #[test]
+    fn a_cache_entry_stays_small() {
+        // Every cached token holds one: BENCHMARKS.md's bytes-per-entry figure depends on it.
+        assert!(std::mem::size_of::<Verified>() <= 64);
+        assert!(std::mem::size_of::<Outcome>() <= 64);
+    }
+
     #[tokio::test]
     async fn tokens_of_one_pod_share_one_principal() {
         let key = TestKey::generate("ES256", "k").unwrap();
@@ -613,13 +622,13 @@ audiences = ["aud"]
             va.credential_id, vb.credential_id,
             "credential-id stays per token"
         );
+        let (name, value) = vb.credential_header().unwrap();
         assert_eq!(
-            vb.credential_header()
-                .map(|(n, v)| (n.as_str(), v.to_str().unwrap())),
-            Some((
+            (name.as_str(), value.to_str().unwrap()),
+            (
                 "x-remote-extra-authentication.kubernetes.io%2fcredential-id",
                 "JTI=another-jti"
-            ))
+            )
         );
         // The full identity still carries credential-id, as kube-apiserver reports it.
         let extra = vb.identity().extra;

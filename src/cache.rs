@@ -3,7 +3,7 @@
 //! Keys are a keyed BLAKE3 MAC (random per-process key) of the audience set and the token, so
 //! the cache never holds a token and its keys cannot be probed offline. (HMAC-SHA-256 was the
 //! first candidate; without SHA extensions on our CPUs it costs several times more per hit —
-//! see `benches/cache.rs` and BENCHMARKS.md.) Values are the whole verification outcome:
+//! see `benches/hot_path.rs` and BENCHMARKS.md.) Values are the whole verification outcome:
 //! accepted results with their pre-built identity headers, or rejections (negative entries).
 
 use std::sync::Arc;
@@ -14,8 +14,35 @@ use moka::Expiry;
 
 use crate::auth::{Outcome, Verified};
 
-/// A 32-byte keyed hash of (audience set, token).
-pub type CacheKey = [u8; 32];
+/// A 128-bit keyed hash of (audience set, token). 128 bits keep a forged match out of reach
+/// (an attacker who cannot see the key must hit one of the cached values by chance) at half
+/// the memory of the full 256-bit output, which every entry stores more than once.
+pub type CacheKey = [u8; 16];
+
+/// The cache's own hash of a [`CacheKey`]: its first 8 bytes. The keys are already outputs of
+/// a keyed PRF, uniform and unpredictable to clients, so hashing them again (SipHash, moka's
+/// default) would only spend time on every lookup.
+#[derive(Clone, Copy, Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(b);
+    }
+
+    fn write_usize(&mut self, _len: usize) {
+        // The slice length prefix: the same (16) for every key.
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type KeyHasherBuilder = std::hash::BuildHasherDefault<KeyHasher>;
 
 /// Which audiences a lookup is for: the issuer's configured ones (proxy traffic, and
 /// TokenReview without `spec.audiences`), or an explicit set.
@@ -59,7 +86,9 @@ impl Keyer {
         }
         h.update(&(token.len() as u64).to_le_bytes());
         h.update(token.as_bytes());
-        *h.finalize().as_bytes()
+        let mut key = [0u8; 16];
+        h.finalize_xof().fill(&mut key);
+        key
     }
 }
 
@@ -85,7 +114,7 @@ impl Expiry<CacheKey, Arc<Outcome>> for OutcomeExpiry {
 }
 
 fn ttl_for(v: &Verified, max_ttl: Duration) -> Duration {
-    match v.valid_until {
+    match v.valid_until() {
         None => max_ttl,
         Some(until) => {
             let left = until.saturating_sub(crate::auth::now_unix()).max(0) as u64;
@@ -94,7 +123,7 @@ fn ttl_for(v: &Verified, max_ttl: Duration) -> Duration {
     }
 }
 
-pub type VerifyCache = Cache<CacheKey, Arc<Outcome>>;
+pub type VerifyCache = Cache<CacheKey, Arc<Outcome>, KeyHasherBuilder>;
 
 pub fn build(max_entries: u64, max_ttl: Duration, negative_ttl: Duration) -> VerifyCache {
     Cache::builder()
@@ -103,7 +132,7 @@ pub fn build(max_entries: u64, max_ttl: Duration, negative_ttl: Duration) -> Ver
             max_ttl,
             negative_ttl,
         })
-        .build()
+        .build_with_hasher(KeyHasherBuilder::default())
 }
 
 #[cfg(test)]

@@ -104,6 +104,10 @@ pub struct MintArgs {
     /// Number of tokens (each with its own jti, so each is distinct).
     #[arg(long, default_value_t = 1)]
     pub count: u64,
+    /// Bind every token to a pod of its own (`<--pod or "pod">-<n>`, new uid), as N pods would
+    /// each hold one: the memory worst case for the verification cache.
+    #[arg(long)]
+    pub distinct_pods: bool,
 }
 
 #[derive(Args, Debug)]
@@ -403,9 +407,13 @@ pub fn mint(args: &MintArgs) -> ExitCode {
             .map(|t| {
                 let (key, mut spec) = (&key, spec.clone());
                 let n = args.count / threads + u64::from(t < args.count % threads);
+                let pod_base = args.pod.as_deref().unwrap_or("pod");
                 scope.spawn(move || {
                     let mut buf = String::new();
-                    for _ in 0..n {
+                    for i in 0..n {
+                        if args.distinct_pods {
+                            spec.pod = Some((format!("{pod_base}-{t}-{i}"), dev::random_uuid()));
+                        }
                         spec.jti = Some(dev::random_uuid());
                         buf.push_str(&key.sign(&dev::kube_claims(&spec)));
                         buf.push('\n');
@@ -633,7 +641,7 @@ pub fn inspect(args: &InspectArgs) -> ExitCode {
                     let id = v.identity();
                     println!(
                         "VERIFIED by issuer {:?}: {}",
-                        auth.issuer_name(Some(v.issuer)),
+                        auth.issuer_name(Some(v.issuer())),
                         id.username
                     );
                     println!("  uid:    {}", id.uid);

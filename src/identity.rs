@@ -16,7 +16,7 @@ pub const EXTRA_NODE_UID: &str = "authentication.kubernetes.io/node-uid";
 pub const EXTRA_CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
 
 /// A Kubernetes `UserInfo`: what kube-apiserver would say about the same token. In a
-/// [`Principal`] the per-token `credential-id` extra is left out (see [`credential_id`]).
+/// [`Principal`] the per-token `credential-id` extra is left out (see [`CredentialId`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub username: String,
@@ -26,14 +26,89 @@ pub struct Identity {
     pub extra: Vec<(String, Vec<String>)>,
 }
 
-/// The `authentication.kubernetes.io/credential-id` value of a token (`JTI=<jti>`): the one
-/// per-token part of a Kubernetes identity, kept out of the shared [`Principal`].
-pub fn credential_id(claims: &Claims) -> Option<String> {
-    claims
-        .jti
-        .as_deref()
-        .filter(|j| !j.is_empty())
-        .map(|jti| format!("JTI={jti}"))
+/// The `authentication.kubernetes.io/credential-id` of a token (`JTI=<jti>`): the one per-token
+/// part of a Kubernetes identity, kept out of the shared [`Principal`]. Every cache entry holds
+/// one, so it is stored compactly: kube-apiserver's jtis are canonical UUIDs (16 bytes here,
+/// no heap); anything else is kept as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialId {
+    None,
+    Uuid([u8; 16]),
+    Text(Box<str>),
+}
+
+impl CredentialId {
+    /// From the token's claims. `Err` if `JTI=<jti>` cannot be an HTTP header value.
+    pub fn from_claims(claims: &Claims) -> Result<CredentialId, Reject> {
+        let Some(jti) = claims.jti.as_deref().filter(|j| !j.is_empty()) else {
+            return Ok(CredentialId::None);
+        };
+        if let Some(u) = parse_uuid(jti) {
+            return Ok(CredentialId::Uuid(u));
+        }
+        if HeaderValue::from_str(jti).is_err() {
+            return Err(Reject::InvalidClaims);
+        }
+        Ok(CredentialId::Text(jti.into()))
+    }
+
+    /// `JTI=<jti>`, as kube-apiserver reports it.
+    pub fn value(&self) -> Option<String> {
+        let mut s = String::with_capacity(40);
+        match self {
+            CredentialId::None => return None,
+            CredentialId::Uuid(u) => {
+                s.push_str("JTI=");
+                for (i, b) in u.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        s.push('-');
+                    }
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    s.push(HEX[usize::from(b >> 4)] as char);
+                    s.push(HEX[usize::from(b & 15)] as char);
+                }
+            }
+            CredentialId::Text(t) => {
+                s.push_str("JTI=");
+                s.push_str(t);
+            }
+        }
+        Some(s)
+    }
+
+    /// The header value (one small allocation per forwarded request, instead of a stored
+    /// `HeaderValue` in every cache entry).
+    pub fn header_value(&self) -> Option<HeaderValue> {
+        // Checked at construction; a failure here would only drop the header.
+        self.value().and_then(|v| HeaderValue::try_from(v).ok())
+    }
+}
+
+/// A canonical (lowercase, hyphenated) UUID; `None` for any other spelling, so that
+/// formatting it back gives exactly the original text.
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut nibbles = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let v = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        out[nibbles / 2] |= if nibbles % 2 == 0 { v << 4 } else { v };
+        nibbles += 1;
+    }
+    Some(out)
 }
 
 /// What every cached token of one caller shares: the identity (without `credential-id`), the
@@ -247,13 +322,43 @@ mod tests {
                 EXTRA_POD_UID
             ]
         );
-        assert_eq!(credential_id(&c).as_deref(), Some("JTI=abc"));
+        assert_eq!(
+            CredentialId::from_claims(&c).unwrap().value().as_deref(),
+            Some("JTI=abc")
+        );
         assert_eq!(
             credential_header_name(IdentityMode::Remote)
                 .unwrap()
                 .as_str(),
             "x-remote-extra-authentication.kubernetes.io%2fcredential-id"
         );
+    }
+
+    #[test]
+    fn credential_ids_round_trip_exactly() {
+        let jti = |j: &str| {
+            let c = claims(&format!(
+                r#"{{"jti":{}}}"#,
+                serde_json::to_string(j).unwrap()
+            ));
+            CredentialId::from_claims(&c)
+        };
+        let uuid = "0f8b2c4e-91aa-4d3b-8c2f-7e6d5c4b3a29";
+        assert!(matches!(jti(uuid), Ok(CredentialId::Uuid(_))));
+        for j in [
+            uuid,
+            "0F8B2C4E-91AA-4D3B-8C2F-7E6D5C4B3A29", // upper case: kept as text
+            "0f8b2c4e91aa4d3b8c2f7e6d5c4b3a29",
+            "0f8b2c4e-91aa-4d3b-8c2f-7e6d5c4b3a2",
+            "0f8b2c4e-91aa-4d3b-8c2f_7e6d5c4b3a29",
+            "not-a-uuid",
+        ] {
+            let c = jti(j).unwrap();
+            assert_eq!(c.value().unwrap(), format!("JTI={j}"), "{j}");
+            assert_eq!(c.header_value().unwrap(), format!("JTI={j}").as_str());
+        }
+        assert_eq!(jti("").unwrap(), CredentialId::None);
+        assert_eq!(jti("bad\nvalue"), Err(Reject::InvalidClaims));
     }
 
     #[test]

@@ -209,6 +209,11 @@ algorithms = ["ES256"]
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("VERIFIED"));
     assert!(stdout(&o).contains("system:serviceaccount:shop:cart"));
+    assert!(
+        stdout(&o).contains("authentication.kubernetes.io/credential-id = [\"JTI="),
+        "{}",
+        stdout(&o)
+    );
 
     // A tampered signature: inspect says exactly why.
     // Flip a character in the middle of the signature (every middle base64url character
@@ -227,6 +232,35 @@ algorithms = ["ES256"]
     );
     // The token is never echoed in the verdict or logs.
     assert!(!stderr(&o).contains(&bad));
+
+    // --distinct-pods: every token bound to a pod of its own (the cache-memory worst case).
+    let o = run(&[
+        "mint",
+        "--key",
+        key.to_str().unwrap(),
+        "--kid",
+        "k9",
+        "--issuer",
+        "https://iss.example",
+        "--audience",
+        "svc",
+        "--pod",
+        "web",
+        "--count",
+        "2",
+        "--distinct-pods",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pods: std::collections::HashSet<String> = stdout(&o)
+        .lines()
+        .map(|t| {
+            let out = stdout(&run(&["inspect", t]));
+            let line = out.lines().find(|l| l.contains("bound pod: web-"));
+            line.unwrap_or_else(|| panic!("no pod in {out}"))
+                .to_string()
+        })
+        .collect();
+    assert_eq!(pods.len(), 2, "{pods:?}");
 }
 
 #[test]
