@@ -121,11 +121,39 @@ fn is_json_object(bytes: &[u8]) -> bool {
         == Some(&b'{')
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `aud`: one string or an array of strings (RFC 7519 section 4.1.3).
+#[derive(Debug)]
 pub enum Audience {
     One(String),
     Many(Vec<String>),
+}
+
+// By hand rather than `#[serde(untagged)]`: untagged buffers the value and builds an error for
+// every variant that does not match, on every cache miss.
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Audience;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Audience, E> {
+                Ok(Audience::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Audience, A::Error> {
+                let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                while let Some(a) = seq.next_element::<String>()? {
+                    all.push(a);
+                }
+                Ok(Audience::Many(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -435,6 +463,25 @@ mod tests {
         assert_eq!(parse(&claims_array, 9999).err(), Some(Reject::Malformed));
         let spaced = token(" \r\n{\"alg\":\"RS256\"}", "\t{}");
         assert!(parse(&spaced, 9999).is_ok());
+    }
+
+    #[test]
+    fn audience_is_a_string_or_an_array_of_strings() {
+        let aud = |json: &str| {
+            let t = token(r#"{"alg":"RS256"}"#, &format!(r#"{{"aud":{json}}}"#));
+            parse(&t, 9999).map(|p| match p.claims.aud {
+                Some(Audience::One(a)) => vec![a],
+                Some(Audience::Many(v)) => v,
+                None => vec!["<none>".into()],
+            })
+        };
+        assert_eq!(aud(r#""a""#), Ok(vec!["a".to_string()]));
+        assert_eq!(aud(r#"["a","b"]"#), Ok(vec!["a".into(), "b".into()]));
+        assert_eq!(aud("[]"), Ok(vec![]));
+        assert_eq!(aud("null"), Ok(vec!["<none>".to_string()]));
+        for bad in ["5", "[1]", r#"["a",null]"#, r#"{"a":1}"#, "true"] {
+            assert_eq!(aud(bad).err(), Some(Reject::InvalidClaims), "{bad}");
+        }
     }
 
     #[test]
