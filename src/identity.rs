@@ -123,8 +123,51 @@ pub struct Principal {
     pub credential_header: Option<HeaderName>,
 }
 
+/// Header names of the Kubernetes extras, percent-encoded as the dynamic path would make them
+/// (a unit test checks they agree): static, so a cached principal's headers do not each carry
+/// a heap copy of a 60-byte name. (remote, impersonate) per key.
+const KNOWN_EXTRA_HEADERS: [(&str, &str, &str); 5] = [
+    (
+        EXTRA_POD_NAME,
+        "x-remote-extra-authentication.kubernetes.io%2fpod-name",
+        "impersonate-extra-authentication.kubernetes.io%2fpod-name",
+    ),
+    (
+        EXTRA_POD_UID,
+        "x-remote-extra-authentication.kubernetes.io%2fpod-uid",
+        "impersonate-extra-authentication.kubernetes.io%2fpod-uid",
+    ),
+    (
+        EXTRA_NODE_NAME,
+        "x-remote-extra-authentication.kubernetes.io%2fnode-name",
+        "impersonate-extra-authentication.kubernetes.io%2fnode-name",
+    ),
+    (
+        EXTRA_NODE_UID,
+        "x-remote-extra-authentication.kubernetes.io%2fnode-uid",
+        "impersonate-extra-authentication.kubernetes.io%2fnode-uid",
+    ),
+    (
+        EXTRA_CREDENTIAL_ID,
+        "x-remote-extra-authentication.kubernetes.io%2fcredential-id",
+        "impersonate-extra-authentication.kubernetes.io%2fcredential-id",
+    ),
+];
+
+fn known_extra_header(mode: IdentityMode, key: &str) -> Option<HeaderName> {
+    let (_, remote, impersonate) = KNOWN_EXTRA_HEADERS.iter().find(|(k, _, _)| *k == key)?;
+    match mode {
+        IdentityMode::None => None,
+        IdentityMode::Remote => Some(HeaderName::from_static(remote)),
+        IdentityMode::Impersonate => Some(HeaderName::from_static(impersonate)),
+    }
+}
+
 /// The header that carries `credential-id` in the given convention.
 pub fn credential_header_name(mode: IdentityMode) -> Option<HeaderName> {
+    if let Some(n) = known_extra_header(mode, EXTRA_CREDENTIAL_ID) {
+        return Some(n);
+    }
     let prefix = match mode {
         IdentityMode::None => return None,
         IdentityMode::Remote => "x-remote-extra-",
@@ -267,7 +310,12 @@ pub fn identity_headers(
         ),
     };
     // Values come from a verified token, but still must be legal header values (no CR/LF/NUL).
-    let value = |s: &str| HeaderValue::from_str(s).map_err(|_| Reject::InvalidClaims);
+    // The constant groups cost no allocation (every cached principal holds these headers).
+    let value = |s: &str| match s {
+        GROUP_AUTHENTICATED => Ok(HeaderValue::from_static(GROUP_AUTHENTICATED)),
+        GROUP_SERVICEACCOUNTS => Ok(HeaderValue::from_static(GROUP_SERVICEACCOUNTS)),
+        _ => HeaderValue::from_str(s).map_err(|_| Reject::InvalidClaims),
+    };
     let mut out = Vec::with_capacity(2 + id.groups.len() + id.extra.len());
     out.push((HeaderName::from_static(user), value(&id.username)?));
     if !id.uid.is_empty() {
@@ -277,8 +325,13 @@ pub fn identity_headers(
         out.push((HeaderName::from_static(group), value(g)?));
     }
     for (k, vs) in &id.extra {
-        let name = format!("{extra_prefix}{}", utf8_percent_encode(k, EXTRA_KEY_SET));
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Reject::InvalidClaims)?;
+        let name = match known_extra_header(mode, k) {
+            Some(n) => n,
+            None => {
+                let name = format!("{extra_prefix}{}", utf8_percent_encode(k, EXTRA_KEY_SET));
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| Reject::InvalidClaims)?
+            }
+        };
         for v in vs {
             out.push((name.clone(), value(v)?));
         }
@@ -332,6 +385,23 @@ mod tests {
                 .as_str(),
             "x-remote-extra-authentication.kubernetes.io%2fcredential-id"
         );
+    }
+
+    #[test]
+    fn static_extra_header_names_match_the_encoding() {
+        for mode in [IdentityMode::Remote, IdentityMode::Impersonate] {
+            let prefix = match mode {
+                IdentityMode::Remote => "x-remote-extra-",
+                _ => "impersonate-extra-",
+            };
+            for (key, _, _) in KNOWN_EXTRA_HEADERS {
+                let dynamic = format!("{prefix}{}", utf8_percent_encode(key, EXTRA_KEY_SET));
+                let dynamic = HeaderName::from_bytes(dynamic.as_bytes()).unwrap();
+                assert_eq!(known_extra_header(mode, key), Some(dynamic), "{key}");
+            }
+        }
+        assert_eq!(known_extra_header(IdentityMode::None, EXTRA_POD_NAME), None);
+        assert_eq!(known_extra_header(IdentityMode::Remote, "scopes"), None);
     }
 
     #[test]
