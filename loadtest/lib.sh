@@ -5,7 +5,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${WORK:-$ROOT/target/loadtest}
-BIN=$ROOT/target/release/tokenreview-proxy
+BIN=${BIN:-$ROOT/target/release/tokenreview-proxy}
 ISS=https://issuer.loadtest.local
 AUD=loadtest
 NGINX_PORT=18080

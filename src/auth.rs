@@ -107,6 +107,25 @@ pub enum AuthError {
     Unavailable { issuer: usize },
 }
 
+/// A connection's last accepted token and its outcome. Clients send the same token on every
+/// request of a keep-alive connection; a repeat then costs a constant-time compare of the
+/// token instead of the keyed hash and the shared-cache lookup. The recheck (expiry, key still
+/// published, keys usable) still runs on every use, and a memo is trusted for at most
+/// [`MEMO_TTL`] before the shared cache is asked again, so nothing the cache decides (entry
+/// lifetimes, invalidation) is bypassed for longer than that. Rejections are never memoized.
+#[derive(Default)]
+pub struct TokenMemo(Mutex<Option<Memo>>);
+
+struct Memo {
+    /// A copy of the token: it lives only as long as the connection, and is never logged.
+    token: Box<[u8]>,
+    outcome: Arc<Outcome>,
+    at: Instant,
+}
+
+/// How long a connection's memo may answer without asking the shared cache.
+pub const MEMO_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -237,6 +256,45 @@ impl Authenticator {
 
     pub async fn run_cache_maintenance(&self) {
         self.cache.run_pending_tasks().await;
+    }
+
+    /// [`Self::authenticate`] for the configured audiences, first trying the connection's
+    /// memo of its last accepted token.
+    pub async fn authenticate_repeat(
+        &self,
+        token: &str,
+        memo: &TokenMemo,
+    ) -> Result<Arc<Outcome>, AuthError> {
+        if let Some(hit) = self.memo_hit(token, memo) {
+            return Ok(hit);
+        }
+        let result = self.authenticate(token, Audiences::Configured).await;
+        if let Ok(mut m) = memo.0.lock() {
+            *m = result.as_ref().ok().map(|outcome| Memo {
+                token: token.as_bytes().into(),
+                outcome: outcome.clone(),
+                at: Instant::now(),
+            });
+        }
+        result
+    }
+
+    fn memo_hit(&self, token: &str, memo: &TokenMemo) -> Option<Arc<Outcome>> {
+        let m = memo.0.lock().ok()?;
+        let m = m.as_ref()?;
+        // Constant time: one HTTP/2 connection may carry many clients' tokens (a gateway).
+        aws_lc_rs::constant_time::verify_slices_are_equal(&m.token, token.as_bytes()).ok()?;
+        if m.at.elapsed() > MEMO_TTL {
+            return None;
+        }
+        let Outcome::Accepted(v) = &*m.outcome else {
+            return None;
+        };
+        // Any recheck failure takes the full path, which answers it exactly as for a cache hit.
+        self.recheck(v).ok()?;
+        self.cache_hit.increment(1);
+        self.note_accepted(v);
+        Some(m.outcome.clone())
     }
 
     /// Authenticate a bearer token for the given audiences.

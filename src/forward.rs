@@ -125,6 +125,18 @@ pub struct Peer {
     /// The client's IP, as a header value built once per connection.
     pub ip: HeaderValue,
     pub tls: bool,
+    /// The connection's last accepted token ([`crate::auth::TokenMemo`]).
+    pub memo: crate::auth::TokenMemo,
+}
+
+impl Peer {
+    pub fn new(ip: HeaderValue, tls: bool) -> Peer {
+        Peer {
+            ip,
+            tls,
+            memo: Default::default(),
+        }
+    }
 }
 
 /// The upstream of one worker thread: its own connection pool (no cross-thread locking).

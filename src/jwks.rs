@@ -464,8 +464,10 @@ fn install(issuer: &Issuer, body: &[u8]) -> Result<bool, FetchError> {
     let new = new_set.kids();
     let added: Vec<&String> = new.iter().filter(|k| !old.contains(k)).collect();
     let removed: Vec<&String> = old.iter().filter(|k| !new.contains(k)).collect();
-    gauge!(m::JWKS_KEYS, "issuer" => name.clone()).set(new_set.len() as f64);
+    let count = new_set.len() as f64;
+    // Installed first: the gauge never shows a key set that is not yet in effect.
     issuer.store.install(new_set);
+    gauge!(m::JWKS_KEYS, "issuer" => name.clone()).set(count);
     tracing::info!(issuer = %name, keys = new.len(), added = ?added, removed = ?removed, "key set changed");
     Ok(true)
 }

@@ -133,7 +133,7 @@ async fn serve_connection(
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     match &settings.tls {
         None => {
-            let peer = Arc::new(Peer { ip, tls: false });
+            let peer = Arc::new(Peer::new(ip, false));
             drive(worker, io, peer, activity, &settings, shutdown).await;
         }
         Some(acceptor) => {
@@ -149,7 +149,7 @@ async fn serve_connection(
                         return;
                     }
                 };
-            let peer = Arc::new(Peer { ip, tls: true });
+            let peer = Arc::new(Peer::new(ip, true));
             drive(worker, tls, peer, activity, &settings, shutdown).await;
         }
     }

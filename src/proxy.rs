@@ -16,7 +16,6 @@ use hyper::body::Incoming;
 use metrics::{counter, histogram, Counter, Histogram};
 
 use crate::auth::{AuthError, Authenticator, Outcome};
-use crate::cache::Audiences;
 use crate::config::Config;
 use crate::forward::{self, Peer, Upstream, UpstreamError};
 use crate::metrics as m;
@@ -226,7 +225,7 @@ async fn proxy(worker: &Worker, peer: &Peer, mut req: Request<Incoming>) -> Resp
                 "more than one Authorization header\n",
             );
         }
-        Bearer::Token(t) => match shared.auth.authenticate(t, Audiences::Configured).await {
+        Bearer::Token(t) => match shared.auth.authenticate_repeat(t, &peer.memo).await {
             Ok(o) => o,
             Err(AuthError::Rejected { reason, issuer }) => {
                 m.rejected.increment(1);

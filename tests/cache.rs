@@ -180,12 +180,16 @@ async fn align_to_subsecond(frac: f64) {
     tokio::time::sleep(Duration::from_secs_f64(wait)).await;
 }
 
-/// Sleep until unix time `t` (seconds, fractional).
-async fn sleep_until_unix(t: f64) {
-    let now = std::time::SystemTime::now()
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
-        .as_secs_f64();
+        .as_secs_f64()
+}
+
+/// Sleep until unix time `t` (seconds, fractional).
+async fn sleep_until_unix(t: f64) {
+    let now = unix_now();
     if t > now {
         tokio::time::sleep(Duration::from_secs_f64(t - now)).await;
     }
@@ -231,6 +235,81 @@ async fn cached_token_is_rejected_once_it_expires() {
     }
     assert_eq!(verifications(&h, issuer).await - v0, 1.0);
     assert_eq!(h.upstream.request_count(), 2);
+}
+
+/// A client repeating its token on one keep-alive connection is answered from the
+/// connection's memo: still re-checked on every request (expiry here), and a different token
+/// on the same connection is never answered with the memoized identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_repeats_are_rechecked_and_never_mix_identities() {
+    let _guard = LOCK.lock().await;
+    let issuer = "cache-keepalive";
+    let h = Harness::start_with(Opts {
+        issuer_extra: r#"clock_skew = "0s""#.into(),
+        ..opts(issuer)
+    })
+    .await;
+    let mut spec = h.spec();
+    spec.ttl_secs = 3;
+    spec.service_account = "first".into();
+    align_to_subsecond(0.5).await;
+    let claims = dev::kube_claims(&spec);
+    let exp = claims["exp"].as_u64().expect("exp") as f64;
+    let first = h.key().sign(&claims);
+    let mut other = h.spec();
+    other.service_account = "second".into();
+    let second = h.key().sign(&dev::kube_claims(&other));
+    let bad = bad_signature_token(&h);
+    let user = |h: &Harness| recorded_header(&h.upstream, "x-remote-user");
+
+    let mut conn = KeepAlive::open(h.addr).await;
+    let v0 = verifications(&h, issuer).await;
+    for _ in 0..3 {
+        let r = conn.get_with_token("/ka", &first).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(user(&h), ["system:serviceaccount:default:first"]);
+    }
+    let hits = h.metric(CACHE_HIT).await;
+    assert_eq!(conn.get_with_token("/ka", &second).await.status, 200);
+    assert_eq!(user(&h), ["system:serviceaccount:default:second"]);
+    let r = conn.get_with_token("/ka", &bad).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(error_description(&r).as_deref(), Some("bad_signature"));
+    assert_eq!(conn.get_with_token("/ka", &first).await.status, 200);
+    assert_eq!(user(&h), ["system:serviceaccount:default:first"]);
+    assert_eq!(
+        h.metric(CACHE_HIT).await - hits,
+        1.0,
+        "first again: a cache hit (the memo held the bad token's miss, not first)"
+    );
+    assert_eq!(verifications(&h, issuer).await - v0, 3.0);
+    let upstream_before = h.upstream.request_count();
+
+    // Repeats every 50 ms across `exp`: the memo (trusted up to a second) is young at every
+    // moment, so only the per-request re-check can refuse the first request after expiry.
+    let (mut before, mut after, mut passed) = (0, 0, 0);
+    while unix_now() < exp + 0.5 {
+        let sent = unix_now();
+        let r = conn.get_with_token("/ka", &first).await;
+        if r.status == 200 {
+            assert_eq!(after, 0, "accepted again after a refusal");
+            passed += 1;
+        }
+        if sent < exp - 0.05 {
+            assert_eq!(r.status, 200, "{}", r.text());
+            before += 1;
+        } else if sent >= exp + 0.05 {
+            assert_eq!(r.status, 401, "{}", r.text());
+            assert_eq!(error_description(&r).as_deref(), Some("expired"));
+            after += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        before > 0 && after > 0,
+        "{before} before, {after} after exp"
+    );
+    assert_eq!(h.upstream.request_count(), upstream_before + passed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -200,17 +200,34 @@ async fn withdrawn_key_stops_verifying_even_cached_results() {
     let cached = token(&h, &goes);
     assert_eq!(status_of(&h, &cached).await, 200);
     assert_eq!(status_of(&h, &cached).await, 200, "second use (cache hit)");
+    // The same token repeated on one keep-alive connection (served from its memo).
+    let mut conn = KeepAlive::open(h.addr).await;
+    for _ in 0..2 {
+        assert_eq!(conn.get_with_token("/", &cached).await.status, 200);
+    }
 
     h.issuer.set_keys(jwks_of(&[&stays]));
-    wait_for(Duration::from_secs(5), "cached token refused", || async {
-        let r = h.get_with_token("/", &cached, &[]).await;
-        match r.status {
-            StatusCode::UNAUTHORIZED => Ok(()),
-            s => Err(format!("status {s}")),
+    // Until the refresher swaps the keys the connection keeps repeating the token, so its memo
+    // is young; the first request after the swap (seen in the key-count gauge) is refused.
+    let keys = series("tokenreview_proxy_jwks_keys", &[("issuer", "test")]);
+    let conn = tokio::sync::Mutex::new(conn);
+    wait_for(Duration::from_secs(5), "key withdrawn", || async {
+        let mut conn = conn.lock().await;
+        match h.metric(&keys).await {
+            n if n == 1.0 => {
+                assert_unknown_key(&conn.get_with_token("/", &cached).await);
+                Ok(())
+            }
+            n => {
+                assert_eq!(conn.get_with_token("/", &cached).await.status, 200);
+                Err(format!("{n} keys"))
+            }
         }
     })
     .await;
+    let mut conn = conn.into_inner();
     assert_unknown_key(&h.get_with_token("/", &cached, &[]).await);
+    assert_unknown_key(&conn.get_with_token("/", &cached).await);
     assert_unknown_key(&h.get_with_token("/", &token(&h, &goes), &[]).await);
     assert_eq!(status_of(&h, &token(&h, &stays)).await, 200);
 }

@@ -312,6 +312,41 @@ pub async fn post_json(url: &str, headers: &[(&str, &str)], body: &Value) -> Res
 }
 
 /// The values the upstream recorded for a header on its most recent request.
+/// One keep-alive HTTP/1.1 connection to the proxy: every request goes over the same socket
+/// (the path a real client takes when it repeats its token).
+pub struct KeepAlive {
+    tx: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl KeepAlive {
+    pub async fn open(addr: SocketAddr) -> KeepAlive {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (tx, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(conn);
+        KeepAlive { tx }
+    }
+
+    pub async fn get_with_token(&mut self, path: &str, token: &str) -> Resp {
+        self.tx.ready().await.expect("connection still open");
+        let req = Request::get(path)
+            .header("host", "proxy.test")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = self.tx.send_request(req).await.expect("request failed");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+}
+
 pub fn recorded_header(upstream: &EchoUpstream, name: &str) -> Vec<String> {
     upstream
         .requests()
