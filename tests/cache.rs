@@ -195,10 +195,10 @@ async fn sleep_until_unix(t: f64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cached_token_is_rejected_once_it_expires() {
-    let _guard = LOCK.lock().await;
-    let issuer = "cache-expiry";
+/// A harness with `clock_skew = "0s"`, and a 3 s token for service account `sa` with its `exp`.
+/// Minted half-way through a second, so that `exp` (whole seconds) falls while an entry cached
+/// for "3 s from now" may still be in the cache: the re-check on a hit must catch it.
+async fn short_lived_token(issuer: &str, sa: &str) -> (Harness, String, f64) {
     let h = Harness::start_with(Opts {
         issuer_extra: r#"clock_skew = "0s""#.into(),
         ..opts(issuer)
@@ -206,12 +206,19 @@ async fn cached_token_is_rejected_once_it_expires() {
     .await;
     let mut spec = h.spec();
     spec.ttl_secs = 3;
-    // Mint half-way through a second, so that `exp` (whole seconds) falls while an entry
-    // cached for "3 s from now" may still be in the cache: the re-check on a hit must catch it.
+    spec.service_account = sa.into();
     align_to_subsecond(0.5).await;
     let claims = dev::kube_claims(&spec);
     let exp = claims["exp"].as_u64().expect("exp") as f64;
     let token = h.key().sign(&claims);
+    (h, token, exp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_token_is_rejected_once_it_expires() {
+    let _guard = LOCK.lock().await;
+    let issuer = "cache-expiry";
+    let (h, token, exp) = short_lived_token(issuer, "default").await;
     let v0 = verifications(&h, issuer).await;
 
     let r = h.get_with_token("/exp", &token, &[]).await;
@@ -244,18 +251,7 @@ async fn cached_token_is_rejected_once_it_expires() {
 async fn keep_alive_repeats_are_rechecked_and_never_mix_identities() {
     let _guard = LOCK.lock().await;
     let issuer = "cache-keepalive";
-    let h = Harness::start_with(Opts {
-        issuer_extra: r#"clock_skew = "0s""#.into(),
-        ..opts(issuer)
-    })
-    .await;
-    let mut spec = h.spec();
-    spec.ttl_secs = 3;
-    spec.service_account = "first".into();
-    align_to_subsecond(0.5).await;
-    let claims = dev::kube_claims(&spec);
-    let exp = claims["exp"].as_u64().expect("exp") as f64;
-    let first = h.key().sign(&claims);
+    let (h, first, exp) = short_lived_token(issuer, "first").await;
     let mut other = h.spec();
     other.service_account = "second".into();
     let second = h.key().sign(&dev::kube_claims(&other));

@@ -284,7 +284,11 @@ fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<B
 }
 
 pub async fn send(req: Request<Full<Bytes>>) -> Resp {
-    let resp = client().request(req).await.expect("request failed");
+    collect(client().request(req).await.expect("request failed")).await
+}
+
+/// A response with its whole body read.
+async fn collect(resp: http::Response<hyper::body::Incoming>) -> Resp {
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
     Resp {
@@ -336,14 +340,7 @@ impl KeepAlive {
             .header("authorization", format!("Bearer {token}"))
             .body(Full::new(Bytes::new()))
             .expect("request");
-        let resp = self.tx.send_request(req).await.expect("request failed");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        collect(self.tx.send_request(req).await.expect("request failed")).await
     }
 }
 
