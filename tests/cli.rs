@@ -123,23 +123,29 @@ fn run_refuses_missing_files_with_64_naming_the_key() {
     assert!(stdout(&o).contains("warning"), "{}", stdout(&o));
 }
 
-#[test]
-fn keygen_mint_and_inspect_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("key.pem");
-    let jwks = dir.path().join("jwks.json");
+/// `keygen --alg ES256 --kid KID` into `dir`: (private key PEM, JWKS) paths.
+fn keygen_es256(dir: &std::path::Path, kid: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = dir.join("key.pem");
+    let jwks = dir.join("jwks.json");
     let o = run(&[
         "keygen",
         "--alg",
         "ES256",
         "--kid",
-        "k9",
+        kid,
         "--out",
         key.to_str().unwrap(),
         "--jwks-out",
         jwks.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    (key, jwks)
+}
+
+#[test]
+fn keygen_mint_and_inspect_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, jwks) = keygen_es256(dir.path(), "k9");
     let o = run(&[
         "mint",
         "--key",
@@ -288,18 +294,7 @@ fn inspect_reads_stdin_and_rejects_garbage() {
 fn run_exits_cleanly_on_sigterm() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("key.pem");
-    let jwks = dir.path().join("jwks.json");
-    let o = run(&[
-        "keygen",
-        "--alg",
-        "ES256",
-        "--out",
-        key.to_str().unwrap(),
-        "--jwks-out",
-        jwks.to_str().unwrap(),
-    ]);
-    assert!(o.status.success());
+    let (_, jwks) = keygen_es256(dir.path(), "k1");
     let cfg = write_config(&format!(
         r#"
 [server]
