@@ -268,7 +268,9 @@ impl Authenticator {
         if let Some(hit) = self.memo_hit(token, memo) {
             return Ok(hit);
         }
-        let result = self.authenticate(token, Audiences::Configured).await;
+        // Boxed: the full path (moka, signature, JWKS refetch) is a future of several KiB,
+        // which would otherwise be part of every request's future and copied with it.
+        let result = Box::pin(self.authenticate(token, Audiences::Configured)).await;
         if let Ok(mut m) = memo.0.lock() {
             *m = result.as_ref().ok().map(|outcome| Memo {
                 token: token.as_bytes().into(),

@@ -194,7 +194,8 @@ pub async fn handle(
         && req.method() == Method::POST
         && tokenreview::is_tokenreview_path(req.uri().path())
     {
-        tokenreview::handle(shared, req).await
+        // Boxed: a rare, large future that every proxied request's future would carry.
+        Box::pin(tokenreview::handle(shared, req)).await
     } else {
         proxy(worker, peer, req).await
     };

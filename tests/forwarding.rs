@@ -17,9 +17,7 @@ use hyper::body::{Body, Frame};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use tokenreview_proxy::dev::{
-    self, EchoUpstream, KubeTokenSpec, MockIssuer, RecordedRequest, TestKey,
-};
+use tokenreview_proxy::dev::{self, KubeTokenSpec, RecordedRequest, TestKey};
 use tokenreview_proxy::token::fingerprint;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -144,17 +142,6 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
         .expect("response within 10s")
         .expect("read");
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A harness whose proxy forwards to `upstream_url` instead of its echo upstream.
-async fn start_with_upstream_url(opts: Opts, upstream_url: &str) -> Harness {
-    let keys = vec![TestKey::generate("RS256", "k1").expect("keygen")];
-    let issuer = MockIssuer::start(keys.iter().map(|k| k.public_jwk()).collect())
-        .await
-        .expect("issuer");
-    let upstream = EchoUpstream::start().await.expect("upstream");
-    let text = config_text(&opts, &issuer.issuer_url(), upstream_url);
-    Harness::start_from_text(text, issuer, upstream, keys, true).await
 }
 
 // ---- Spoofed identity headers ----

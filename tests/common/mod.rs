@@ -357,3 +357,14 @@ pub fn recorded_header(upstream: &EchoUpstream, name: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A harness whose proxy forwards to `upstream_url` instead of its echo upstream.
+pub async fn start_with_upstream_url(opts: Opts, upstream_url: &str) -> Harness {
+    let keys = vec![TestKey::generate("RS256", "k1").expect("keygen")];
+    let issuer = MockIssuer::start(keys.iter().map(|k| k.public_jwk()).collect())
+        .await
+        .expect("issuer");
+    let upstream = EchoUpstream::start().await.expect("upstream");
+    let text = config_text(&opts, &issuer.issuer_url(), upstream_url);
+    Harness::start_from_text(text, issuer, upstream, keys, true).await
+}
