@@ -86,29 +86,49 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests and responses carry none of them: one pass over the names decides, instead
-    // of nine hashed removals. Names listed in `Connection` matter only if `Connection` is there.
-    if !headers.keys().any(is_hop_by_hop) {
+    // Requests mostly carry none; responses mostly carry only `Connection: keep-alive`. So one
+    // pass over the names, then remove only what is there: no hashed look-up per hop-by-hop
+    // name, and no allocation unless a `Connection` option names a header that is present.
+    let mut present: [Option<HeaderName>; HOP_BY_HOP.len()] = Default::default();
+    let mut found = 0;
+    for name in headers.keys().filter(|k| is_hop_by_hop(k)) {
+        if found < present.len() {
+            present[found] = Some(name.clone());
+            found += 1;
+        }
+    }
+    if found == 0 {
         return;
     }
+    // Never let `Connection: authorization` smuggle a header past our own rules: every header
+    // a `Connection` option names is dropped.
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|o| !o.is_empty() && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(o)))
+        .filter(|o| headers.contains_key(*o))
+        .filter_map(|o| HeaderName::from_bytes(o.as_bytes()).ok())
         .collect();
-    for name in listed {
-        // Never let `Connection: authorization` smuggle a header past our own rules: all
-        // listed names are simply dropped.
-        headers.remove(&name);
-    }
-    for name in HOP_BY_HOP {
+    for name in listed.iter().chain(present.iter().flatten()) {
         headers.remove(name);
     }
 }
@@ -508,5 +528,23 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+
+        // Several Connection headers, any case, other options alongside.
+        let mut h = HeaderMap::new();
+        h.append(CONNECTION, "close".parse().unwrap());
+        h.append(CONNECTION, " X-Secret , ,Authorization".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert(AUTHORIZATION, "Bearer x".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-keep"]);
+
+        // Nothing hop-by-hop: untouched.
+        let mut h = HeaderMap::new();
+        h.insert("x-keep", "1".parse().unwrap());
+        h.insert(AUTHORIZATION, "Bearer x".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
     }
 }

@@ -6,7 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -179,7 +179,10 @@ async fn drive<I>(
     let conn = settings.builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let idle = settings.idle_timeout;
-    let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(250)));
+    // Quiet time is noticed one tick late at most, so a connection closes between `idle` and
+    // `idle` plus two ticks (1.25 x idle).
+    let mut tick = tokio::time::interval((idle / 8).max(Duration::from_millis(100)));
+    let mut quiet_since = Instant::now();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = *shutdown.borrow();
     if closing {
@@ -198,7 +201,9 @@ async fn drive<I>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tick.tick(), if !closing => {
-                if activity.idle_for() >= idle && activity.in_flight.load(Ordering::Acquire) == 0 {
+                if activity.idle_for(&mut quiet_since) >= idle
+                    && activity.in_flight.load(Ordering::Acquire) == 0
+                {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -207,30 +212,33 @@ async fn drive<I>(
     }
 }
 
-/// When the connection last moved a byte, and how many requests are being handled.
+/// Whether the connection moved a byte since the last idle check, and how many requests are
+/// being handled. A flag, not a timestamp: reading the clock on every read and write cost more
+/// than the rest of this wrapper; the idle check runs on a tick and keeps the time itself.
 struct Activity {
-    epoch: Instant,
-    last_ms: AtomicU64,
+    moved: AtomicBool,
     in_flight: AtomicUsize,
 }
 
 impl Activity {
     fn new() -> Activity {
         Activity {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            moved: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
         }
     }
 
     fn touch(&self) {
-        self.last_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.moved.store(true, Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    /// How long the connection has been quiet, as seen from the idle check's ticks
+    /// (`quiet_since` is the check's own record; precision: one tick).
+    fn idle_for(&self, quiet_since: &mut Instant) -> Duration {
+        if self.moved.swap(false, Ordering::Relaxed) {
+            *quiet_since = Instant::now();
+        }
+        quiet_since.elapsed()
     }
 }
 

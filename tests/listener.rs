@@ -245,6 +245,18 @@ async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
         "{}",
         String::from_utf8_lossy(&buf[..n])
     );
+    // A connection in use is not idle: a request every 400 ms for 2.4 s (over twice the
+    // timeout) keeps it open.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        s.write_all(req.as_bytes()).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "closed while in use: {}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
     let started = Instant::now();
     let (_, _) = read_until_closed(&mut s, Duration::from_secs(6)).await;
     let idle = started.elapsed();
