@@ -54,34 +54,44 @@ impl CredentialId {
 
     /// `JTI=<jti>`, as kube-apiserver reports it.
     pub fn value(&self) -> Option<String> {
-        let mut s = String::with_capacity(40);
         match self {
-            CredentialId::None => return None,
+            CredentialId::None => None,
             CredentialId::Uuid(u) => {
-                s.push_str("JTI=");
-                for (i, b) in u.iter().enumerate() {
-                    if matches!(i, 4 | 6 | 8 | 10) {
-                        s.push('-');
-                    }
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    s.push(HEX[usize::from(b >> 4)] as char);
-                    s.push(HEX[usize::from(b & 15)] as char);
-                }
+                let buf = uuid_value(u);
+                Some(String::from_utf8_lossy(&buf).into_owned())
             }
-            CredentialId::Text(t) => {
-                s.push_str("JTI=");
-                s.push_str(t);
-            }
+            CredentialId::Text(t) => Some(format!("JTI={t}")),
         }
-        Some(s)
     }
 
     /// The header value (one small allocation per forwarded request, instead of a stored
     /// `HeaderValue` in every cache entry).
     pub fn header_value(&self) -> Option<HeaderValue> {
         // Checked at construction; a failure here would only drop the header.
-        self.value().and_then(|v| HeaderValue::try_from(v).ok())
+        match self {
+            CredentialId::None => None,
+            CredentialId::Uuid(u) => HeaderValue::from_bytes(&uuid_value(u)).ok(),
+            CredentialId::Text(_) => self.value().and_then(|v| HeaderValue::try_from(v).ok()),
+        }
     }
+}
+
+/// `JTI=` and the canonical spelling of `u`, on the stack.
+fn uuid_value(u: &[u8; 16]) -> [u8; 40] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 40];
+    out[..4].copy_from_slice(b"JTI=");
+    let mut at = 4;
+    for (i, b) in u.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[at] = b'-';
+            at += 1;
+        }
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 15)];
+        at += 2;
+    }
+    out
 }
 
 /// A canonical (lowercase, hyphenated) UUID; `None` for any other spelling, so that
