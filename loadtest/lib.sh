@@ -22,7 +22,7 @@ need() {
   for t in "$@"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "missing tools: ${missing[*]}" >&2
-    echo "install: cargo install oha; apt-get install -y haproxy nginx-light wrk openssl" >&2
+    echo "install: cargo install oha; apt-get install -y haproxy nginx-light wrk openssl valgrind" >&2
     exit 1
   fi
 }

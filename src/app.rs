@@ -1,6 +1,7 @@
 //! Wiring: key stores and refreshers, the authenticator and its cache, one worker thread per
-//! core (each a current-thread tokio runtime with its own `SO_REUSEPORT` listener and upstream
-//! pool — no work stealing, no shared pool lock), a control thread for refreshers, the admin
+//! core (each a current-thread tokio runtime with its own `SO_REUSEPORT` listener; HTTP/1
+//! clients get an upstream connection each, HTTP/2 clients share the worker's own pool — no
+//! work stealing, no shared pool lock), a control thread for refreshers, the admin
 //! listener and housekeeping, and a bounded graceful drain.
 
 use std::net::SocketAddr;
