@@ -46,19 +46,7 @@ sleep 0.5
 sed 's/nbthread 2/nbthread 1/' "$WORK/haproxy.cfg" > "$WORK/haproxy1.cfg"
 count "HAProxy passthrough (no auth)" "$HAPROXY_PASS_PORT" haproxy -f "$WORK/haproxy1.cfg" -q
 
-cat > "$WORK/callgrind.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PROXY_PORT"
-workers = 1
-[upstream]
-url = "http://127.0.0.1:$NGINX_PORT"
-[[issuers]]
-name = "loadtest"
-issuer = "$ISS"
-jwks_file = "$WORK/jwks.json"
-audiences = ["$AUD"]
-algorithms = ["RS256"]
-TOML
+proxy_config "$WORK/callgrind.toml" "workers = 1"
 for b in "$@"; do
   RUST_LOG=warn count "tokenreview-proxy cached: $(basename "$b")" "$PROXY_PORT" "$b" run --config "$WORK/callgrind.toml"
 done

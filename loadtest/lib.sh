@@ -132,12 +132,14 @@ HAP
   wait_port $HAPROXY_JWT_PORT
 }
 
-start_proxy() {
-  local extra=${1:-}
-  cat > "$WORK/proxy.toml" <<TOML
+# proxy_config FILE [SERVER_LINES] [ISSUER_LINES]: the load-test config (nginx upstream, the
+# loadtest issuer from jwks.json), with extra lines for [server] and for the issuer.
+proxy_config() {
+  cat > "$1" <<TOML
 [server]
 listen = "127.0.0.1:$PROXY_PORT"
 max_connections = 20000
+${2:-}
 [admin]
 listen = "127.0.0.1:$PROXY_ADMIN_PORT"
 [upstream]
@@ -150,8 +152,12 @@ issuer = "$ISS"
 jwks_file = "$WORK/jwks.json"
 audiences = ["$AUD"]
 algorithms = ["RS256"]
-$extra
+${3:-}
 TOML
+}
+
+start_proxy() {
+  proxy_config "$WORK/proxy.toml" "" "${1:-}"
   RUST_LOG=warn "$BIN" run --config "$WORK/proxy.toml" 2> "$WORK/proxy.log" &
   PIDS+=($!)
   wait_port $PROXY_PORT

@@ -88,20 +88,16 @@ async fn each_keep_alive_client_reuses_one_upstream_connection_of_its_own() {
     let mut b = KeepAlive::open(h.addr).await;
     let (mut a_conns, mut b_conns) = (Vec::new(), Vec::new());
     for _ in 0..10 {
-        let r = a.get_with_token("/a", &alice).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(
-            r.header("x-seen-user").as_deref(),
-            Some("system:serviceaccount:default:alice")
-        );
-        a_conns.push(conn_of(&r));
-        let r = b.get_with_token("/b", &bob).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(
-            r.header("x-seen-user").as_deref(),
-            Some("system:serviceaccount:default:bob")
-        );
-        b_conns.push(conn_of(&r));
+        for (client, token, name, conns) in [
+            (&mut a, &alice, "alice", &mut a_conns),
+            (&mut b, &bob, "bob", &mut b_conns),
+        ] {
+            let r = client.get_with_token("/", token).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let expected = format!("system:serviceaccount:default:{name}");
+            assert_eq!(r.header("x-seen-user"), Some(expected));
+            conns.push(conn_of(&r));
+        }
     }
     a_conns.dedup();
     b_conns.dedup();
