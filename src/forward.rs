@@ -71,8 +71,8 @@ pub fn strip_spoofable(headers: &mut HeaderMap) {
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), plus `Upgrade`: protocol upgrades (WebSocket) are not
-/// proxied. Matched as strings: a `const` array of `HeaderName`s would be built (and dropped)
-/// at every use, which the profile showed as 2% of the proxy's CPU.
+/// proxied. Strings, not a `const` array of `HeaderName`s: such a constant is built (and
+/// dropped) again at every use.
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
@@ -86,18 +86,7 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    HOP_BY_HOP.contains(&name.as_str())
 }
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
