@@ -142,31 +142,43 @@ fn keygen_es256(dir: &std::path::Path, kid: &str) -> (std::path::PathBuf, std::p
     (key, jwks)
 }
 
-#[test]
-fn keygen_mint_and_inspect_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let (key, jwks) = keygen_es256(dir.path(), "k9");
-    let o = run(&[
+/// `mint` with key `k9` for issuer `https://iss.example` and audience `svc`, plus `extra`.
+fn mint_k9(key: &std::path::Path, extra: &[&str]) -> Output {
+    let key = key.to_str().unwrap();
+    let mut args = vec![
         "mint",
         "--key",
-        key.to_str().unwrap(),
+        key,
         "--kid",
         "k9",
         "--issuer",
         "https://iss.example",
         "--audience",
         "svc",
-        "--namespace",
-        "shop",
-        "--service-account",
-        "cart",
-        "--pod",
-        "cart-1",
-        "--ttl",
-        "10m",
-        "--count",
-        "3",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn keygen_mint_and_inspect_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, jwks) = keygen_es256(dir.path(), "k9");
+    let o = mint_k9(
+        &key,
+        &[
+            "--namespace",
+            "shop",
+            "--service-account",
+            "cart",
+            "--pod",
+            "cart-1",
+            "--ttl",
+            "10m",
+            "--count",
+            "3",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let tokens: Vec<String> = stdout(&o).lines().map(String::from).collect();
     assert_eq!(tokens.len(), 3);
@@ -240,22 +252,7 @@ algorithms = ["ES256"]
     assert!(!stderr(&o).contains(&bad));
 
     // --distinct-pods: every token bound to a pod of its own (the cache-memory worst case).
-    let o = run(&[
-        "mint",
-        "--key",
-        key.to_str().unwrap(),
-        "--kid",
-        "k9",
-        "--issuer",
-        "https://iss.example",
-        "--audience",
-        "svc",
-        "--pod",
-        "web",
-        "--count",
-        "2",
-        "--distinct-pods",
-    ]);
+    let o = mint_k9(&key, &["--pod", "web", "--count", "2", "--distinct-pods"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let pods: std::collections::HashSet<String> = stdout(&o)
         .lines()
