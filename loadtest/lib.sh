@@ -47,7 +47,9 @@ setup_keys() {
     openssl pkey -in "$WORK/keys/k1.pem" -pubout -out "$WORK/keys/k1.pub.pem" 2>/dev/null
   fi
   cp "$WORK/keys/k1.jwks.json" "$WORK/jwks.json"
-  TOKEN=$("$BIN" mint --key "$WORK/keys/k1.pem" --kid k1 --issuer "$ISS" --audience "$AUD" --ttl 24h)
+  # TOKEN_POD=NAME binds it to a pod NAME on node-1, as a projected token in a pod is.
+  TOKEN=$("$BIN" mint --key "$WORK/keys/k1.pem" --kid k1 --issuer "$ISS" --audience "$AUD" --ttl 24h \
+    ${TOKEN_POD:+--pod "$TOKEN_POD" --node node-1})
   export TOKEN
 }
 

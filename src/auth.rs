@@ -16,36 +16,41 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{self, Audiences, Keyer, VerifyCache};
 use crate::config::{ClaimsMode, Config, IdentityMode};
-use crate::identity::{self, CredentialId, Identity, Principal};
+use crate::identity::{self, Identity, Principal, TokenHeaderValues, TokenIds};
 use crate::jwks::Issuer;
 use crate::metrics as m;
 use crate::verify::{self, Reject, LEGACY_ISSUER};
 
 /// An accepted token: who it is, and everything needed to re-check a cached copy. Every cache
-/// entry holds one, so it is kept to 64 bytes: the shared part lives in an interned
-/// [`Principal`], the credential id is 16 bytes for a UUID, times use sentinels.
+/// entry holds one, so it is kept to 72 bytes (with the `Arc` around it, a 96-byte
+/// allocation): the shared part lives in an interned [`Principal`], the per-token ids are
+/// packed ([`TokenIds`]), times use sentinels.
 #[derive(Debug)]
 pub struct Verified {
-    /// Identity without `credential-id`, accepted audiences, pre-built headers: shared.
+    /// Issuer, identity without the per-token extras, accepted audiences, pre-built headers:
+    /// shared.
     pub principal: Arc<Principal>,
-    /// The token's `authentication.kubernetes.io/credential-id` (`JTI=<jti>`).
-    pub credential_id: CredentialId,
+    /// The token's pod name and uid and `credential-id` (`JTI=<jti>`).
+    pub ids: TokenIds,
     /// `exp + clock_skew`: the last second this result may be served (cache entries live
     /// until then, capped by `cache.max_ttl`). `i64::MAX`: the token has no `exp`.
     valid_until: i64,
-    /// `kubernetes.io.warnafter`; `i64::MAX` when the token carries none.
-    warnafter: i64,
+    /// `kubernetes.io.warnafter` (Unix seconds, saturated to 32 bits); `u32::MAX` when the
+    /// token carries none.
+    warnafter: u32,
     /// The key that verified the signature ([`crate::keys::VerifyingKey::serial`]).
-    pub key_serial: u64,
-    /// Index into [`Authenticator::issuers`].
-    issuer: u32,
-    pub legacy: bool,
+    pub key_serial: u32,
 }
 
 impl Verified {
     /// Index of the issuer that accepted the token.
     pub fn issuer(&self) -> usize {
-        self.issuer as usize
+        self.principal.issuer
+    }
+
+    /// A legacy Secret-based token.
+    pub fn legacy(&self) -> bool {
+        self.principal.legacy
     }
 
     /// `exp + clock_skew`, if the token expires.
@@ -53,12 +58,12 @@ impl Verified {
         (self.valid_until != i64::MAX).then_some(self.valid_until)
     }
 
-    /// The full identity, `credential-id` included (allocates: for TokenReview and `inspect`).
+    /// The full identity, per-token extras included (allocates: for TokenReview and `inspect`).
     pub fn identity(&self) -> Identity {
         let mut id = self.principal.identity.clone();
-        if let Some(c) = self.credential_id.value() {
-            id.extra
-                .push((identity::EXTRA_CREDENTIAL_ID.to_string(), vec![c]));
+        let extras = self.ids.extras();
+        if !extras.is_empty() {
+            id.extra.extend(extras);
             id.extra.sort_by(|a, b| a.0.cmp(&b.0));
         }
         id
@@ -67,12 +72,6 @@ impl Verified {
     /// Token audiences ∩ the audiences asked for.
     pub fn audiences(&self) -> &[String] {
         &self.principal.audiences
-    }
-
-    /// The per-token identity header (`credential-id`), if the mode sends one.
-    pub fn credential_header(&self) -> Option<(&HeaderName, HeaderValue)> {
-        let name = self.principal.credential_header.as_ref()?;
-        Some((name, self.credential_id.header_value()?))
     }
 }
 
@@ -113,6 +112,8 @@ pub enum AuthError {
 /// published, keys usable) still runs on every use, and a memo is trusted for at most
 /// [`MEMO_TTL`] before the shared cache is asked again, so nothing the cache decides (entry
 /// lifetimes, invalidation) is bypassed for longer than that. Rejections are never memoized.
+/// The memo also keeps the token's per-token header values (pod name and uid, credential id),
+/// built once here rather than on every request or in every cache entry.
 #[derive(Default)]
 pub struct TokenMemo(Mutex<Option<Memo>>);
 
@@ -120,6 +121,7 @@ struct Memo {
     /// A copy of the token: it lives only as long as the connection, and is never logged.
     token: Box<[u8]>,
     outcome: Arc<Outcome>,
+    headers: TokenHeaderValues,
     at: Instant,
 }
 
@@ -181,7 +183,6 @@ pub struct Authenticator {
     /// Last time a stale (past warnafter) token was logged per service account.
     stale_logged: Mutex<HashMap<String, Instant>>,
     principals: Mutex<Interner>,
-    credential_header: Option<HeaderName>,
 }
 
 impl Authenticator {
@@ -233,12 +234,6 @@ impl Authenticator {
                 sweep_at: 1024,
                 hasher: RandomState::new(),
             }),
-            credential_header: identity::credential_header_name(
-                config
-                    .upstream
-                    .as_ref()
-                    .map_or(IdentityMode::Remote, |u| u.identity_headers),
-            ),
             issuers,
         }
     }
@@ -259,29 +254,35 @@ impl Authenticator {
     }
 
     /// [`Self::authenticate`] for the configured audiences, first trying the connection's
-    /// memo of its last accepted token.
+    /// memo of its last accepted token. With the outcome come the token's per-token header
+    /// values (empty unless accepted).
     pub async fn authenticate_repeat(
         &self,
         token: &str,
         memo: &TokenMemo,
-    ) -> Result<Arc<Outcome>, AuthError> {
+    ) -> Result<(Arc<Outcome>, TokenHeaderValues), AuthError> {
         if let Some(hit) = self.memo_hit(token, memo) {
             return Ok(hit);
         }
         // Boxed: the full path (moka, signature, JWKS refetch) is a future of several KiB,
         // which would otherwise be part of every request's future and copied with it.
         let result = Box::pin(self.authenticate(token, Audiences::Configured)).await;
+        let headers = match result.as_deref() {
+            Ok(Outcome::Accepted(v)) if self.mode != IdentityMode::None => v.ids.header_values(),
+            _ => TokenHeaderValues::default(),
+        };
         if let Ok(mut m) = memo.0.lock() {
             *m = result.as_ref().ok().map(|outcome| Memo {
                 token: token.as_bytes().into(),
                 outcome: outcome.clone(),
+                headers: headers.clone(),
                 at: Instant::now(),
             });
         }
-        result
+        result.map(|outcome| (outcome, headers))
     }
 
-    fn memo_hit(&self, token: &str, memo: &TokenMemo) -> Option<Arc<Outcome>> {
+    fn memo_hit(&self, token: &str, memo: &TokenMemo) -> Option<(Arc<Outcome>, TokenHeaderValues)> {
         let m = memo.0.lock().ok()?;
         let m = m.as_ref()?;
         // Constant time: one HTTP/2 connection may carry many clients' tokens (a gateway).
@@ -296,7 +297,7 @@ impl Authenticator {
         self.recheck(v).ok()?;
         self.cache_hit.increment(1);
         self.note_accepted(v);
-        Some(m.outcome.clone())
+        Some((m.outcome.clone(), m.headers.clone()))
     }
 
     /// Authenticate a bearer token for the given audiences.
@@ -390,10 +391,10 @@ impl Authenticator {
     /// Accounting done on every accepted use, cached or not.
     fn note_accepted(&self, v: &Verified) {
         let im = &self.metrics[v.issuer()];
-        if v.legacy {
+        if v.legacy() {
             im.legacy_accepted.increment(1);
         }
-        if v.warnafter != i64::MAX && now_unix() > v.warnafter {
+        if v.warnafter != u32::MAX && now_unix() > i64::from(v.warnafter) {
             im.stale_tokens.increment(1);
             self.log_stale(v);
         }
@@ -404,8 +405,8 @@ impl Authenticator {
         let Ok(mut seen) = self.stale_logged.lock() else {
             return;
         };
-        let id = &v.principal.identity;
-        if let Some(last) = seen.get(&id.username) {
+        let username = &v.principal.identity.username;
+        if let Some(last) = seen.get(username) {
             if now.duration_since(*last).as_secs() < 3600 {
                 return;
             }
@@ -413,20 +414,15 @@ impl Authenticator {
         if seen.len() > 10_000 {
             seen.clear();
         }
-        seen.insert(id.username.clone(), now);
+        seen.insert(username.clone(), now);
         drop(seen);
-        let pod = id
-            .extra
-            .iter()
-            .find(|(k, _)| k == identity::EXTRA_POD_NAME)
-            .and_then(|(_, vals)| vals.first().cloned())
-            .unwrap_or_default();
-        let (ns, sa) = verify::split_sa_username(&id.username).unwrap_or(("", ""));
+        let pod = v.ids.pod_name().unwrap_or_default();
+        let (ns, sa) = verify::split_sa_username(username).unwrap_or(("", ""));
         tracing::warn!(
             issuer = %self.issuers[v.issuer()].cfg.name,
             namespace = ns,
             service_account = sa,
-            pod = %pod,
+            pod,
             "token used after its kubernetes.io warnafter: this client caches its token instead of re-reading the projected file, and will break when token expiration extension is turned off"
         );
     }
@@ -504,13 +500,13 @@ impl Authenticator {
             Ok(h) => h,
             Err(r) => return rejected(r, Some(idx)),
         };
-        let credential_id = if !legacy && cfg.claims == ClaimsMode::Kubernetes {
-            match CredentialId::from_claims(&t.claims) {
-                Ok(c) => c,
+        let ids = if !legacy && cfg.claims == ClaimsMode::Kubernetes {
+            match TokenIds::from_claims(&t.claims) {
+                Ok(ids) => ids,
                 Err(r) => return rejected(r, Some(idx)),
             }
         } else {
-            CredentialId::None
+            TokenIds::none()
         };
         let warnafter = t
             .claims
@@ -518,7 +514,8 @@ impl Authenticator {
             .as_ref()
             .and_then(|k| k.warnafter.as_ref())
             .and_then(|w| w.as_f64())
-            .map_or(i64::MAX, |w| w as i64);
+            // Saturating: a warnafter past 2106 is as good as none.
+            .map_or(u32::MAX, |w| w.clamp(0.0, f64::from(u32::MAX)) as u32);
 
         // Signature work: bounded. An unknown kid asks the refresher for a refetch and looks
         // again; a second attempt covers joining a fetch that began before the key was
@@ -554,44 +551,50 @@ impl Authenticator {
             }
         };
         Ok(Outcome::Accepted(Verified {
-            principal: self.intern(idx, identity, token_audiences, headers),
-            credential_id,
+            principal: self.intern(idx, legacy, identity, token_audiences, headers),
+            ids,
             valid_until: exp.map_or(i64::MAX, |e| {
                 e.saturating_add(issuer.policy.clock_skew).min(i64::MAX - 1)
             }),
             warnafter,
             key_serial,
-            issuer: idx as u32,
-            legacy,
         }))
     }
 }
 
 impl Authenticator {
-    /// The shared principal for (issuer, identity, audiences): an existing one if a live cache
-    /// entry holds it, else a new one. Called only after the signature verified.
+    /// The shared principal for (issuer, legacy, identity, audiences): an existing one if a
+    /// live cache entry holds it, else a new one. Called only after the signature verified.
     fn intern(
         &self,
         issuer: usize,
+        legacy: bool,
         identity: Identity,
         audiences: Vec<String>,
         headers: Vec<(HeaderName, HeaderValue)>,
     ) -> Arc<Principal> {
         let make = |identity, audiences, headers| {
             Arc::new(Principal {
+                issuer,
+                legacy,
                 identity,
                 audiences,
                 headers,
-                credential_header: self.credential_header.clone(),
             })
         };
         let Ok(mut interner) = self.principals.lock() else {
             return make(identity, audiences, headers);
         };
-        let key = interner.hasher.hash_one((issuer, &identity, &audiences));
+        let key = interner
+            .hasher
+            .hash_one((issuer, legacy, &identity, &audiences));
         if let Some(p) = interner.map.get(&key).and_then(Weak::upgrade) {
             // A 64-bit hash may collide: share only what is really equal.
-            if p.identity == identity && p.audiences == audiences {
+            if p.issuer == issuer
+                && p.legacy == legacy
+                && p.identity == identity
+                && p.audiences == audiences
+            {
                 return p;
             }
         }
@@ -660,45 +663,67 @@ audiences = ["aud"]
     #[test]
     fn a_cache_entry_stays_small() {
         // Every cached token holds one: BENCHMARKS.md's bytes-per-entry figure depends on it.
-        assert!(std::mem::size_of::<Verified>() <= 64);
-        assert!(std::mem::size_of::<Outcome>() <= 64);
+        // 72 bytes plus the Arc's 16 is an 88-byte request: glibc's 96-byte chunk.
+        assert!(std::mem::size_of::<Verified>() <= 72);
+        assert!(std::mem::size_of::<Outcome>() <= 72);
+        assert_eq!(std::mem::size_of::<TokenIds>(), 48);
     }
 
     #[tokio::test]
-    async fn tokens_of_one_pod_share_one_principal() {
+    async fn pods_of_one_service_account_share_one_principal() {
         let key = TestKey::generate("ES256", "k").unwrap();
         let auth = authenticator(&key);
         let spec = KubeTokenSpec::new(ISS, "aud");
         let a = accept(&auth, &key.sign(&dev::kube_claims(&spec))).await;
         let mut again = spec.clone();
         again.jti = Some("another-jti".into());
+        again.pod = Some(("other-pod".into(), "uid-2".into()));
         let b = accept(&auth, &key.sign(&dev::kube_claims(&again))).await;
         let (va, vb) = (verified(&a), verified(&b));
         assert!(
             Arc::ptr_eq(&va.principal, &vb.principal),
-            "same pod: shared"
+            "same service account and node: shared"
         );
-        assert_ne!(
-            va.credential_id, vb.credential_id,
-            "credential-id stays per token"
+        assert_ne!(va.ids, vb.ids, "pod and credential-id stay per token");
+        let mut h = http::HeaderMap::new();
+        vb.ids.header_values().append_to(
+            &identity::TokenHeaderNames::new(IdentityMode::Remote),
+            &mut h,
         );
-        let (name, value) = vb.credential_header().unwrap();
+        let extra = "x-remote-extra-authentication.kubernetes.io%2f";
+        for (key, want) in [
+            ("pod-name", "other-pod"),
+            ("pod-uid", "uid-2"),
+            ("credential-id", "JTI=another-jti"),
+        ] {
+            assert_eq!(h.get(format!("{extra}{key}")).unwrap(), want, "{key}");
+        }
+        // The full identity carries them all, as kube-apiserver reports it, sorted by key.
+        let full = vb.identity();
+        let keys: Vec<&str> = full.extra.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
-            (name.as_str(), value.to_str().unwrap()),
-            (
-                "x-remote-extra-authentication.kubernetes.io%2fcredential-id",
-                "JTI=another-jti"
-            )
+            keys,
+            [
+                identity::EXTRA_CREDENTIAL_ID,
+                identity::EXTRA_NODE_NAME,
+                identity::EXTRA_NODE_UID,
+                identity::EXTRA_POD_NAME,
+                identity::EXTRA_POD_UID
+            ]
         );
-        // The full identity still carries credential-id, as kube-apiserver reports it.
-        let extra = vb.identity().extra;
-        assert!(extra
+        assert!(full
+            .extra
             .iter()
-            .any(|(k, v)| k == identity::EXTRA_CREDENTIAL_ID && v == &["JTI=another-jti"]));
+            .any(|(k, v)| k == identity::EXTRA_POD_NAME && v == &["other-pod"]));
 
-        let mut other_pod = spec.clone();
-        other_pod.pod = Some(("other".into(), "uid-2".into()));
-        let c = accept(&auth, &key.sign(&dev::kube_claims(&other_pod))).await;
+        // Another node or another service account: another principal.
+        let mut other_node = spec.clone();
+        other_node.node = Some(("node-2".into(), "uid-3".into()));
+        let c = accept(&auth, &key.sign(&dev::kube_claims(&other_node))).await;
         assert!(!Arc::ptr_eq(&va.principal, &verified(&c).principal));
+        let mut other_sa = spec.clone();
+        other_sa.service_account = "other".into();
+        let d = accept(&auth, &key.sign(&dev::kube_claims(&other_sa))).await;
+        assert!(!Arc::ptr_eq(&va.principal, &verified(&d).principal));
     }
 }

@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use crate::config::{IdentityMode, UpstreamConfig};
+use crate::identity::{TokenHeaderNames, TokenHeaderValues};
 use crate::tls;
 
 /// Is this a header a client could use to claim an identity? Matches `X-Remote-User`,
@@ -190,6 +191,8 @@ pub struct Upstream {
     base_path: String,
     host: HeaderValue,
     mode: IdentityMode,
+    /// Names of the per-token identity headers (pod name and uid, credential id) in `mode`.
+    token_header_names: TokenHeaderNames,
     forward_token: bool,
     timeout: Duration,
     proxy_token: Arc<ArcSwapOption<HeaderValue>>,
@@ -240,6 +243,7 @@ impl Upstream {
             base_path: cfg.url.path().trim_end_matches('/').to_string(),
             host,
             mode: cfg.identity_headers,
+            token_header_names: TokenHeaderNames::new(cfg.identity_headers),
             forward_token: cfg.forward_token,
             timeout: cfg.timeout,
             proxy_token,
@@ -252,12 +256,12 @@ impl Upstream {
         &self,
         req: Request<Incoming>,
         identity_headers: &[(HeaderName, HeaderValue)],
-        credential: Option<(&HeaderName, HeaderValue)>,
+        token_headers: TokenHeaderValues,
         peer: &Peer,
     ) -> Result<Response<Incoming>, UpstreamError> {
         // HTTP/1 clients send one request at a time: they get their own upstream connection.
         let dedicated = req.version() <= Version::HTTP_11;
-        let req = self.rewrite(req, identity_headers, credential, peer, dedicated)?;
+        let req = self.rewrite(req, identity_headers, token_headers, peer, dedicated)?;
         let sent = if dedicated {
             tokio::time::timeout(self.timeout, self.send_dedicated(req, &peer.upstream)).await
         } else {
@@ -279,7 +283,7 @@ impl Upstream {
         &self,
         req: Request<Incoming>,
         identity_headers: &[(HeaderName, HeaderValue)],
-        credential: Option<(&HeaderName, HeaderValue)>,
+        token_headers: TokenHeaderValues,
         peer: &Peer,
         origin_form: bool,
     ) -> Result<Request<Incoming>, UpstreamError> {
@@ -293,7 +297,7 @@ impl Upstream {
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
         // Room for what is appended below, so the map grows (and rehashes) at most once.
-        headers.reserve(identity_headers.len() + 5);
+        headers.reserve(identity_headers.len() + 8);
         match self.mode {
             IdentityMode::Impersonate => {
                 headers.remove(AUTHORIZATION);
@@ -318,9 +322,7 @@ impl Upstream {
         for (name, value) in identity_headers {
             headers.append(name.clone(), value.clone());
         }
-        if let Some((name, value)) = credential {
-            headers.append(name.clone(), value);
-        }
+        token_headers.append_to(&self.token_header_names, headers);
 
         let path = parts.uri.path_and_query().cloned();
         let path = if self.base_path.is_empty() {

@@ -5,7 +5,7 @@
 //! pays only the signature check (see BENCHMARKS.md for why this backend).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -113,8 +113,10 @@ pub struct VerifyingKey {
     pub kid: Option<String>,
     pub key_type: KeyType,
     /// Process-unique identity of this key material. Cached verification results remember it,
-    /// so a key that leaves the JWKS stops vouching for them at once.
-    pub serial: u64,
+    /// so a key that leaves the JWKS stops vouching for them at once. 32 bits (every cache
+    /// entry stores one): only new key material takes a number, and refetches are rate
+    /// limited, so four billion of them are out of reach.
+    pub serial: u32,
     /// SHA-256 over the canonical public material: unchanged keys keep their serial across
     /// refreshes.
     pub thumbprint: [u8; 32],
@@ -179,7 +181,7 @@ impl KeySet {
     }
 
     /// Whether the key with this serial is still in the set (a handful of keys: a scan).
-    pub fn contains_serial(&self, serial: u64) -> bool {
+    pub fn contains_serial(&self, serial: u32) -> bool {
         self.keys.iter().any(|k| k.serial == serial)
     }
 
@@ -251,7 +253,7 @@ pub struct ParsedJwks {
     pub dropped: Vec<(Option<String>, DropReason)>,
 }
 
-static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+static NEXT_SERIAL: AtomicU32 = AtomicU32::new(1);
 
 fn b64(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD

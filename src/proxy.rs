@@ -214,7 +214,7 @@ async fn proxy(worker: &Worker, peer: &Peer, mut req: Request<Incoming>) -> Resp
     };
     forward::strip_spoofable(req.headers_mut());
 
-    let outcome = match token::extract(req.headers()) {
+    let (outcome, token_headers) = match token::extract(req.headers()) {
         Bearer::Missing => {
             m.missing_token.increment(1);
             return missing_token();
@@ -249,10 +249,7 @@ async fn proxy(worker: &Worker, peer: &Peer, mut req: Request<Incoming>) -> Resp
         return rejected(Reject::InvalidClaims);
     };
     let headers = &verified.principal.headers;
-    match upstream
-        .forward(req, headers, verified.credential_header(), peer)
-        .await
-    {
+    match upstream.forward(req, headers, token_headers, peer).await {
         Ok(resp) => {
             m.ok.increment(1);
             m.upstream_status(resp.status());

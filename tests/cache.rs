@@ -256,7 +256,20 @@ async fn keep_alive_repeats_are_rechecked_and_never_mix_identities() {
     other.service_account = "second".into();
     let second = h.key().sign(&dev::kube_claims(&other));
     let bad = bad_signature_token(&h);
+    // Same service account as `first`, another pod: same shared principal, other per-token
+    // headers (which the memo keeps per connection).
+    let mut spec = h.spec();
+    spec.service_account = "first".into();
+    spec.pod = Some(("sibling-pod".into(), "sibling-uid".into()));
+    spec.jti = Some("sibling-jti".into());
+    let sibling = h.key().sign(&dev::kube_claims(&spec));
     let user = |h: &Harness| recorded_header(&h.upstream, "x-remote-user");
+    let extra = |h: &Harness, key: &str| {
+        recorded_header(
+            &h.upstream,
+            &format!("x-remote-extra-authentication.kubernetes.io%2f{key}"),
+        )
+    };
 
     let mut conn = KeepAlive::open(h.addr).await;
     let v0 = verifications(&h, issuer).await;
@@ -264,7 +277,17 @@ async fn keep_alive_repeats_are_rechecked_and_never_mix_identities() {
         let r = conn.get_with_token("/ka", &first).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(user(&h), ["system:serviceaccount:default:first"]);
+        assert_eq!(extra(&h, "pod-name"), ["demo-pod"]);
     }
+    let first_jti = extra(&h, "credential-id");
+    assert_eq!(conn.get_with_token("/ka", &sibling).await.status, 200);
+    assert_eq!(user(&h), ["system:serviceaccount:default:first"]);
+    assert_eq!(extra(&h, "pod-name"), ["sibling-pod"]);
+    assert_eq!(extra(&h, "pod-uid"), ["sibling-uid"]);
+    assert_eq!(extra(&h, "credential-id"), ["JTI=sibling-jti"]);
+    assert_eq!(conn.get_with_token("/ka", &first).await.status, 200);
+    assert_eq!(extra(&h, "pod-name"), ["demo-pod"]);
+    assert_eq!(extra(&h, "credential-id"), first_jti);
     let hits = h.metric(CACHE_HIT).await;
     assert_eq!(conn.get_with_token("/ka", &second).await.status, 200);
     assert_eq!(user(&h), ["system:serviceaccount:default:second"]);
@@ -278,7 +301,7 @@ async fn keep_alive_repeats_are_rechecked_and_never_mix_identities() {
         1.0,
         "first again: a cache hit (the memo held the bad token's miss, not first)"
     );
-    assert_eq!(verifications(&h, issuer).await - v0, 3.0);
+    assert_eq!(verifications(&h, issuer).await - v0, 4.0);
     let upstream_before = h.upstream.request_count();
 
     // Repeats every 50 ms across `exp`: the memo (trusted up to a second) is young at every
