@@ -53,12 +53,14 @@ setup_keys() {
   export TOKEN
 }
 
-# N unique RS256 tokens in $WORK/unique-N-KEY[-distinct-pods].txt (reused across runs; minting
-# is ~1 ms/token/core). A third argument "distinct-pods" binds each token to a pod of its own.
+# N unique RS256 tokens in $WORK/unique-N-KEY[-distinct-pods[-POD_BASE]].txt (reused across
+# runs; minting is ~1 ms/token/core). A third argument "distinct-pods" binds each token to a pod
+# of its own, named POD_BASE-<thread>-<n> (POD_BASE defaults to "pod").
 unique_tokens() {
-  local n=$1 key=${2:-k1} pods=${3:-} f="$WORK/unique-$1-${2:-k1}${3:+-$3}.txt"
+  local n=$1 key=${2:-k1} pods=${3:-}
+  local f="$WORK/unique-$1-${2:-k1}${3:+-$3}${3:+${POD_BASE:+-$POD_BASE}}.txt"
   local extra=()
-  [ "$pods" = distinct-pods ] && extra=(--distinct-pods)
+  [ "$pods" = distinct-pods ] && extra=(--distinct-pods ${POD_BASE:+--pod "$POD_BASE"})
   if [ ! -s "$f" ] || [ "$(find "$f" -mmin +1200 2>/dev/null)" ]; then
     echo "minting $n unique $key tokens ${pods}..." >&2
     "$BIN" mint --key "$WORK/keys/$key.pem" --kid "$key" --issuer "$ISS" --audience "$AUD" --ttl 24h --count "$n" "${extra[@]}" > "$f.tmp"

@@ -6,8 +6,9 @@
 #   d  key rotation under load: publish k2, switch clients to k2 tokens, withdraw k1 (wrk): non-2xx must be 0
 #   e  TokenReview requests per second, cached token (oha, POST)
 #   m  memory: idle RSS, then RSS growth per cached entry after filling the cache
-#      (MEM_ENTRIES=200000; MEM_PODS=distinct gives every token a pod of its own: the worst
-#      case, one principal per entry)
+#      (MEM_ENTRIES=200000; MEM_PODS=distinct gives every token a pod of its own, the worst
+#      case: per-token pod name and uid in every entry; POD_BASE=NAME sets the pod names'
+#      prefix, e.g. a Deployment's "checkout-7d9f8c6b5d")
 #   f  flood of unique valid tokens with max_entries = 10000: entries bounded, RSS flat
 # Usage: loadtest/scenarios.sh [a b c d e m]     (default: all; DURATION=10s CONNS=64)
 source "$(dirname "$0")/lib.sh"
