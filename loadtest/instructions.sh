@@ -8,9 +8,14 @@
 #
 # Usage: loadtest/instructions.sh [BIN...]     (default: target/release/tokenreview-proxy)
 #        N=3000 requests after a 500-request warm-up, 16 connections, one thread each.
+#        MISS=1: every request a new token (a cache miss), against HAProxy jwt_verify instead:
+#        N=2000 unique RS256 tokens (after 200 others as warm-up), pipelined over one
+#        connection by send_tokens.py. TOKEN_POD=NAME: pod-bound tokens (cached: one bound to
+#        pod NAME; MISS: a pod of its own per token).
 source "$(dirname "$0")/lib.sh"
 need oha nginx haproxy valgrind callgrind_control python3 openssl curl
-N=${N:-3000}
+MISS=${MISS:-}
+N=${N:-$([ -n "$MISS" ] && echo 2000 || echo 3000)}
 [ $# -eq 0 ] && { build; set -- "$BIN"; }
 mkdir -p "$WORK"
 setup_keys
@@ -26,27 +31,41 @@ count() { # name port command...
   local vp=$!
   for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   sleep 2
-  oha --no-tui -n 500 -c 16 -H "$AUTH" "http://127.0.0.1:$port/" > /dev/null 2>&1
-  callgrind_control --zero "$vp" > /dev/null
-  oha --no-tui --output-format json -n "$N" -c 16 -H "$AUTH" "http://127.0.0.1:$port/" > "$WORK/oha.json" 2>/dev/null
-  callgrind_control --dump "$vp" > /dev/null
+  local ok ir
+  if [ -n "$MISS" ]; then
+    python3 "$ROOT/loadtest/send_tokens.py" "$TOKENS" "$port" 0 200 > /dev/null
+    callgrind_control --zero "$vp" > /dev/null
+    ok=$(python3 "$ROOT/loadtest/send_tokens.py" "$TOKENS" "$port" 200 "$N")
+    callgrind_control --dump "$vp" > /dev/null
+  else
+    oha --no-tui -n 500 -c 16 -H "$AUTH" "http://127.0.0.1:$port/" > /dev/null 2>&1
+    callgrind_control --zero "$vp" > /dev/null
+    oha --no-tui --output-format json -n "$N" -c 16 -H "$AUTH" "http://127.0.0.1:$port/" > "$WORK/oha.json" 2>/dev/null
+    callgrind_control --dump "$vp" > /dev/null
+    ok=$(python3 -c "import json; print(json.load(open('$WORK/oha.json'))['statusCodeDistribution'].get('200', 0))")
+  fi
   sleep 1
   kill "$vp"; wait "$vp" 2>/dev/null || true
-  local ok ir
-  ok=$(python3 -c "import json; print(json.load(open('$WORK/oha.json'))['statusCodeDistribution'].get('200', 0))")
   ir=$(awk '/^summary:/ {print $2}' "$out".1)
   if [ "$ok" != "$N" ]; then echo "$name: only $ok of $N requests got 200" >&2; exit 1; fi
   printf '%-40s %8d instructions/request\n' "$name" $(( ir / N ))
 }
 
-# HAProxy with one thread, the passthrough frontend of lib.sh's config.
+# HAProxy with one thread: lib.sh's passthrough frontend, or its jwt_verify one for MISS.
 start_haproxy
 pkill -f "haproxy -f $WORK/haproxy.cfg" || true
 sleep 0.5
 sed 's/nbthread 2/nbthread 1/' "$WORK/haproxy.cfg" > "$WORK/haproxy1.cfg"
-count "HAProxy passthrough (no auth)" "$HAPROXY_PASS_PORT" haproxy -f "$WORK/haproxy1.cfg" -q
+if [ -n "$MISS" ]; then
+  TOKENS=$(unique_tokens $((N + 200)) k1 ${TOKEN_POD:+distinct-pods})
+  count "HAProxy jwt_verify, unique tokens" "$HAPROXY_JWT_PORT" haproxy -f "$WORK/haproxy1.cfg" -q
+  kind="unique tokens"
+else
+  count "HAProxy passthrough (no auth)" "$HAPROXY_PASS_PORT" haproxy -f "$WORK/haproxy1.cfg" -q
+  kind=cached
+fi
 
 proxy_config "$WORK/callgrind.toml" "workers = 1"
 for b in "$@"; do
-  RUST_LOG=warn count "tokenreview-proxy cached: $(basename "$b")" "$PROXY_PORT" "$b" run --config "$WORK/callgrind.toml"
+  RUST_LOG=warn count "tokenreview-proxy $kind: $(basename "$b")" "$PROXY_PORT" "$b" run --config "$WORK/callgrind.toml"
 done
