@@ -207,8 +207,9 @@ def ms(v):
     n, u = float(v[:-2] if v.endswith(("ms","us")) else v[:-1]), v[-2:] if v.endswith(("ms","us")) else v[-1:]
     return n * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", t).group(1))
-p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+# Anchored to the line start: the thread-stats lines end in percentages too (e.g. "68.50%").
+p50 = ms(re.search(r"^\s*50%\s+(\S+)", t, re.M).group(1))
+p99 = ms(re.search(r"^\s*99%\s+(\S+)", t, re.M).group(1))
 m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", t)
 e = re.search(r"Socket errors:.*?(\d+), write (\d+), timeout (\d+)", t)
 bad = (int(m.group(1)) if m else 0) + (sum(int(x) for x in e.groups()) if e else 0)
