@@ -1,0 +1,404 @@
+//! The per-token part of a Kubernetes identity (pod name and uid, `credential-id`), packed for
+//! the verification cache, and its upstream headers.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{known_extra_header, EXTRA_CREDENTIAL_ID, EXTRA_POD_NAME, EXTRA_POD_UID};
+use crate::config::IdentityMode;
+use crate::verify::{Claims, Reject};
+
+/// The per-token part of a Kubernetes identity: `credential-id` (`JTI=<jti>`) and the pod the
+/// token is bound to. Everything else about the caller is shared in an interned [`Principal`].
+///
+/// Every cache entry holds one, and in a cluster every pod holds a token of its own, so this is
+/// packed into 48 bytes. kube-apiserver's jtis and pod uids are canonical UUIDs: 16 bytes each,
+/// no heap. The pod name, and any id that is not a canonical UUID, share one small heap string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIds {
+    jti: [u8; 16],
+    pod_uid: [u8; 16],
+    /// `None`: the jti is the UUID in `jti`, and there is no pod (a token without pod binding:
+    /// no heap). `Some("")`: no jti, no pod (an empty `Box<str>` does not allocate). Otherwise
+    /// a layout byte (the `TEXT_*`/`*_UUID` bits) and then the text parts, separated by NUL:
+    /// pod name, jti, pod uid, in that order, each only if its bit is set. The parts are checked
+    /// header values, which cannot contain NUL.
+    text: Option<Box<str>>,
+}
+
+const JTI_UUID: u8 = 1;
+const POD_UID_UUID: u8 = 2;
+const TEXT_POD_NAME: u8 = 4;
+const TEXT_JTI: u8 = 8;
+const TEXT_POD_UID: u8 = 16;
+/// The order of the text parts in [`TokenIds::text`].
+const TEXT_PARTS: [u8; 3] = [TEXT_POD_NAME, TEXT_JTI, TEXT_POD_UID];
+
+/// One id as stored: a UUID to spell out, or text.
+enum Id<'a> {
+    Uuid(&'a [u8; 16]),
+    Text(&'a str),
+}
+
+impl TokenIds {
+    /// No per-token identity (OIDC and legacy tokens).
+    pub fn none() -> TokenIds {
+        TokenIds {
+            jti: [0; 16],
+            pod_uid: [0; 16],
+            text: Some("".into()),
+        }
+    }
+
+    /// From a Kubernetes token's claims (`jti`, `kubernetes.io.pod`). Empty values count as
+    /// absent. `Err` if a value cannot be an HTTP header value.
+    pub fn from_claims(claims: &Claims) -> Result<TokenIds, Reject> {
+        fn non_empty(s: Option<&String>) -> Option<&str> {
+            s.map(String::as_str).filter(|s| !s.is_empty())
+        }
+        let pod = claims.kube.as_ref().and_then(|k| k.pod.as_ref());
+        let jti = non_empty(claims.jti.as_ref());
+        let pod_name = non_empty(pod.and_then(|p| p.name.as_ref()));
+        let pod_uid = non_empty(pod.and_then(|p| p.uid.as_ref()));
+        for s in [jti, pod_name, pod_uid].into_iter().flatten() {
+            if HeaderValue::from_str(s).is_err() {
+                return Err(Reject::InvalidClaims);
+            }
+        }
+        let mut ids = TokenIds {
+            jti: [0; 16],
+            pod_uid: [0; 16],
+            text: None,
+        };
+        let mut layout = 0;
+        let mut texts: [Option<&str>; 3] = [None; 3];
+        if let Some(name) = pod_name {
+            layout |= TEXT_POD_NAME;
+            texts[0] = Some(name);
+        }
+        if let Some(j) = jti {
+            match parse_uuid(j) {
+                Some(u) => {
+                    ids.jti = u;
+                    layout |= JTI_UUID;
+                }
+                None => {
+                    layout |= TEXT_JTI;
+                    texts[1] = Some(j);
+                }
+            }
+        }
+        if let Some(uid) = pod_uid {
+            match parse_uuid(uid) {
+                Some(u) => {
+                    ids.pod_uid = u;
+                    layout |= POD_UID_UUID;
+                }
+                None => {
+                    layout |= TEXT_POD_UID;
+                    texts[2] = Some(uid);
+                }
+            }
+        }
+        ids.text = match layout {
+            JTI_UUID => None,
+            0 => Some("".into()),
+            _ => {
+                let len = texts.iter().flatten().map(|t| t.len() + 1).sum::<usize>();
+                let mut s = String::with_capacity(len);
+                s.push(char::from(layout));
+                for (i, t) in texts.iter().flatten().enumerate() {
+                    if i > 0 {
+                        s.push('\0');
+                    }
+                    s.push_str(t);
+                }
+                Some(s.into_boxed_str())
+            }
+        };
+        Ok(ids)
+    }
+
+    fn layout(&self) -> u8 {
+        match &self.text {
+            None => JTI_UUID,
+            Some(t) => t.as_bytes().first().copied().unwrap_or(0),
+        }
+    }
+
+    /// The stored text part for `bit` (one of [`TEXT_PARTS`]), if the layout has it.
+    fn text_part(&self, bit: u8) -> Option<&str> {
+        let layout = self.layout();
+        if layout & bit == 0 {
+            return None;
+        }
+        let mut parts = self.text.as_deref()?.get(1..)?.split('\0');
+        for b in TEXT_PARTS {
+            if layout & b != 0 {
+                let part = parts.next()?;
+                if b == bit {
+                    return Some(part);
+                }
+            }
+        }
+        None
+    }
+
+    fn jti(&self) -> Option<Id<'_>> {
+        if self.layout() & JTI_UUID != 0 {
+            return Some(Id::Uuid(&self.jti));
+        }
+        self.text_part(TEXT_JTI).map(Id::Text)
+    }
+
+    fn pod_uid_id(&self) -> Option<Id<'_>> {
+        if self.layout() & POD_UID_UUID != 0 {
+            return Some(Id::Uuid(&self.pod_uid));
+        }
+        self.text_part(TEXT_POD_UID).map(Id::Text)
+    }
+
+    /// `authentication.kubernetes.io/pod-name`.
+    pub fn pod_name(&self) -> Option<&str> {
+        self.text_part(TEXT_POD_NAME)
+    }
+
+    /// `authentication.kubernetes.io/pod-uid`.
+    pub fn pod_uid(&self) -> Option<String> {
+        Some(match self.pod_uid_id()? {
+            Id::Uuid(u) => uuid_text(u, b"").into(),
+            Id::Text(t) => t.to_string(),
+        })
+    }
+
+    /// `authentication.kubernetes.io/credential-id`: `JTI=<jti>`, as kube-apiserver reports it.
+    pub fn credential_id(&self) -> Option<String> {
+        Some(match self.jti()? {
+            Id::Uuid(u) => uuid_text(u, b"JTI=").into(),
+            Id::Text(t) => format!("JTI={t}"),
+        })
+    }
+
+    /// The per-token extras (pod name and uid, credential id) as `UserInfo.extra` entries.
+    pub fn extras(&self) -> Vec<(String, Vec<String>)> {
+        let pairs = [
+            (EXTRA_POD_NAME, self.pod_name().map(str::to_string)),
+            (EXTRA_POD_UID, self.pod_uid()),
+            (EXTRA_CREDENTIAL_ID, self.credential_id()),
+        ];
+        pairs
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_string(), vec![v?])))
+            .collect()
+    }
+
+    /// The per-token identity header values (pod name, pod uid, credential id). Built per
+    /// client connection and token (see `auth::TokenMemo`), not stored in every cache entry.
+    pub fn header_values(&self) -> TokenHeaderValues {
+        // Every part was checked as a header value when the token was accepted; a failure
+        // here could only drop the header.
+        let value = |id: Id<'_>, prefix: &[u8]| match id {
+            Id::Uuid(u) => HeaderValue::from_bytes(uuid_text(u, prefix).as_bytes()).ok(),
+            Id::Text(t) => HeaderValue::from_bytes(&[prefix, t.as_bytes()].concat()).ok(),
+        };
+        TokenHeaderValues([
+            self.pod_name().and_then(|n| HeaderValue::from_str(n).ok()),
+            self.pod_uid_id().and_then(|id| value(id, b"")),
+            self.jti().and_then(|id| value(id, b"JTI=")),
+        ])
+    }
+}
+
+/// [`TokenIds`] as header values: pod name, pod uid, credential id, each if the token has it.
+#[derive(Debug, Clone, Default)]
+pub struct TokenHeaderValues([Option<HeaderValue>; 3]);
+
+impl TokenHeaderValues {
+    /// Append them under the names of the configured convention.
+    pub fn append_to(self, names: &TokenHeaderNames, headers: &mut HeaderMap) {
+        let Some(names) = &names.0 else {
+            return;
+        };
+        for (name, value) in names.iter().zip(self.0) {
+            if let Some(v) = value {
+                headers.append(name.clone(), v);
+            }
+        }
+    }
+}
+
+/// The header names of the per-token extras (pod name, pod uid, credential id) in one
+/// convention: built once, so forwarding a request clones static names.
+#[derive(Debug, Clone)]
+pub struct TokenHeaderNames(Option<[HeaderName; 3]>);
+
+impl TokenHeaderNames {
+    pub fn new(mode: IdentityMode) -> TokenHeaderNames {
+        let names = [EXTRA_POD_NAME, EXTRA_POD_UID, EXTRA_CREDENTIAL_ID]
+            .map(|key| known_extra_header(mode, key));
+        TokenHeaderNames(match names {
+            [Some(a), Some(b), Some(c)] => Some([a, b, c]),
+            _ => None,
+        })
+    }
+}
+
+/// A UUID spelled out canonically after `prefix`, on the stack (no allocation).
+struct UuidText {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl UuidText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl From<UuidText> for String {
+    fn from(t: UuidText) -> String {
+        String::from_utf8_lossy(t.as_bytes()).into_owned()
+    }
+}
+
+fn uuid_text(u: &[u8; 16], prefix: &[u8]) -> UuidText {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 40];
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut at = prefix.len();
+    for (i, b) in u.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            buf[at] = b'-';
+            at += 1;
+        }
+        buf[at] = HEX[usize::from(b >> 4)];
+        buf[at + 1] = HEX[usize::from(b & 15)];
+        at += 2;
+    }
+    UuidText { buf, len: at }
+}
+
+/// A canonical (lowercase, hyphenated) UUID; `None` for any other spelling, so that
+/// formatting it back gives exactly the original text.
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut nibbles = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let v = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        out[nibbles / 2] |= if nibbles % 2 == 0 { v << 4 } else { v };
+        nibbles += 1;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_ids(jti: Option<&str>, pod: Option<(&str, &str)>) -> Result<TokenIds, Reject> {
+        let mut c = serde_json::json!({});
+        if let Some(j) = jti {
+            c["jti"] = j.into();
+        }
+        if let Some((name, uid)) = pod {
+            c["kubernetes.io"] = serde_json::json!({"pod": {"name": name, "uid": uid}});
+        }
+        TokenIds::from_claims(&serde_json::from_value(c).unwrap())
+    }
+
+    /// What the forwarded request carries: (name, value) of the per-token headers.
+    fn forwarded(ids: &TokenIds, mode: IdentityMode) -> Vec<(String, String)> {
+        let mut h = HeaderMap::new();
+        ids.header_values()
+            .append_to(&TokenHeaderNames::new(mode), &mut h);
+        h.iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn token_ids_round_trip_exactly() {
+        let uuid = "0f8b2c4e-91aa-4d3b-8c2f-7e6d5c4b3a29";
+        let other = "7cb5fabf-98d9-47fc-8f3b-94d378b17b9d";
+        let spellings = [
+            uuid,
+            "0F8B2C4E-91AA-4D3B-8C2F-7E6D5C4B3A29", // upper case: kept as text
+            "0f8b2c4e91aa4d3b8c2f7e6d5c4b3a29",
+            "0f8b2c4e-91aa-4d3b-8c2f-7e6d5c4b3a2",
+            "0f8b2c4e-91aa-4d3b-8c2f_7e6d5c4b3a29",
+            "not-a-uuid",
+            "",
+        ];
+        let pods = [
+            None,
+            Some(("cart-7d9f8c6b5-x2k4q", other)),
+            Some(("p", "uid-as-text")),
+            Some(("", other)),
+            Some(("name-only", "")),
+        ];
+        let remote = "x-remote-extra-authentication.kubernetes.io%2f";
+        for jti in spellings.iter().map(|j| Some(*j)).chain([None]) {
+            for pod in pods {
+                let ids = token_ids(jti, pod).unwrap();
+                let jti = jti.filter(|j| !j.is_empty());
+                let name = pod.map(|p| p.0).filter(|n| !n.is_empty());
+                let uid = pod.map(|p| p.1).filter(|u| !u.is_empty());
+                let want_cid = jti.map(|j| format!("JTI={j}"));
+                assert_eq!(ids.credential_id(), want_cid, "{jti:?} {pod:?}");
+                assert_eq!(ids.pod_name(), name, "{jti:?} {pod:?}");
+                assert_eq!(ids.pod_uid().as_deref(), uid, "{jti:?} {pod:?}");
+                let mut want = Vec::new();
+                let mut want_extras = Vec::new();
+                for (key, v) in [
+                    ("pod-name", name.map(str::to_string)),
+                    ("pod-uid", uid.map(str::to_string)),
+                    ("credential-id", want_cid.clone()),
+                ] {
+                    if let Some(v) = v {
+                        want.push((format!("{remote}{key}"), v.clone()));
+                        want_extras.push((format!("authentication.kubernetes.io/{key}"), vec![v]));
+                    }
+                }
+                assert_eq!(forwarded(&ids, IdentityMode::Remote), want);
+                assert_eq!(ids.extras(), want_extras);
+                assert!(forwarded(&ids, IdentityMode::None).is_empty());
+            }
+        }
+        // The compact shapes: no heap for a token without pod binding.
+        assert_eq!(token_ids(Some(uuid), None).unwrap().text, None);
+        assert_eq!(token_ids(None, None).unwrap(), TokenIds::none());
+        assert_eq!(
+            token_ids(Some("bad\nvalue"), None),
+            Err(Reject::InvalidClaims)
+        );
+        assert_eq!(
+            token_ids(None, Some(("a\0b", other))),
+            Err(Reject::InvalidClaims)
+        );
+        assert_eq!(
+            token_ids(None, Some(("p", "x\r\ny: z"))),
+            Err(Reject::InvalidClaims)
+        );
+        let imp = forwarded(
+            &token_ids(Some(uuid), Some(("p", other))).unwrap(),
+            IdentityMode::Impersonate,
+        );
+        assert_eq!(
+            imp[2].0,
+            "impersonate-extra-authentication.kubernetes.io%2fcredential-id"
+        );
+    }
+}
