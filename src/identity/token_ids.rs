@@ -69,33 +69,30 @@ impl TokenIds {
             pod_uid: [0; 16],
             text: None,
         };
-        let mut layout = 0;
-        let mut texts: [Option<&str>; 3] = [None; 3];
-        if let Some(name) = pod_name {
-            layout |= TEXT_POD_NAME;
-            texts[0] = Some(name);
-        }
-        if let Some(j) = jti {
-            match parse_uuid(j) {
+        // The text parts, in `TEXT_PARTS` order.
+        let mut texts: [Option<&str>; 3] = [pod_name, None, None];
+        let mut layout = if pod_name.is_some() { TEXT_POD_NAME } else { 0 };
+        // A canonical UUID goes in its 16-byte slot; any other spelling, in the text.
+        let [_, jti_text, pod_uid_text] = &mut texts;
+        for (id, slot, uuid_bit, text_bit, text) in [
+            (jti, &mut ids.jti, JTI_UUID, TEXT_JTI, jti_text),
+            (
+                pod_uid,
+                &mut ids.pod_uid,
+                POD_UID_UUID,
+                TEXT_POD_UID,
+                pod_uid_text,
+            ),
+        ] {
+            let Some(id) = id else { continue };
+            match parse_uuid(id) {
                 Some(u) => {
-                    ids.jti = u;
-                    layout |= JTI_UUID;
+                    *slot = u;
+                    layout |= uuid_bit;
                 }
                 None => {
-                    layout |= TEXT_JTI;
-                    texts[1] = Some(j);
-                }
-            }
-        }
-        if let Some(uid) = pod_uid {
-            match parse_uuid(uid) {
-                Some(u) => {
-                    ids.pod_uid = u;
-                    layout |= POD_UID_UUID;
-                }
-                None => {
-                    layout |= TEXT_POD_UID;
-                    texts[2] = Some(uid);
+                    *text = Some(id);
+                    layout |= text_bit;
                 }
             }
         }
