@@ -4,22 +4,24 @@
 //! miss → (coalesced per key) parse → issuer by `iss` → cheap claim checks → bounded signature
 //! verification (one unknown-`kid` refetch allowed) → identity + headers → cached.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderName, HeaderValue};
 use metrics::{counter, histogram, Counter, Histogram};
 use tokio::sync::Semaphore;
 
 use crate::cache::{self, Audiences, Keyer, VerifyCache};
 use crate::config::{ClaimsMode, Config, IdentityMode};
-use crate::identity::{self, Identity, Principal, TokenHeaderValues, TokenIds};
+use crate::identity::{self, Identity, Principal, TokenIds};
 use crate::jwks::Issuer;
 use crate::metrics as m;
 use crate::verify::{self, Reject, LEGACY_ISSUER};
+
+mod intern;
+mod memo;
+use intern::Interner;
+pub use memo::{TokenMemo, MEMO_TTL};
 
 /// An accepted token: who it is, and everything needed to re-check a cached copy. Every cache
 /// entry holds one, so it is kept to 72 bytes (with the `Arc` around it, a 96-byte
@@ -75,15 +77,6 @@ impl Verified {
     }
 }
 
-/// Interned principals by a keyed hash of (issuer, identity, audiences). Holds weak
-/// references: a principal lives as long as some cache entry uses it; dead slots are swept
-/// when the map doubles.
-struct Interner {
-    map: HashMap<u64, Weak<Principal>>,
-    sweep_at: usize,
-    hasher: RandomState,
-}
-
 /// What the cache stores.
 #[derive(Debug)]
 pub enum Outcome {
@@ -105,28 +98,6 @@ pub enum AuthError {
     /// The token's issuer has no usable keys (never fetched, or stale past `max_stale`): 503.
     Unavailable { issuer: usize },
 }
-
-/// A connection's last accepted token and its outcome. Clients send the same token on every
-/// request of a keep-alive connection; a repeat then costs a constant-time compare of the
-/// token instead of the keyed hash and the shared-cache lookup. The recheck (expiry, key still
-/// published, keys usable) still runs on every use, and a memo is trusted for at most
-/// [`MEMO_TTL`] before the shared cache is asked again, so nothing the cache decides (entry
-/// lifetimes, invalidation) is bypassed for longer than that. Rejections are never memoized.
-/// The memo also keeps the token's per-token header values (pod name and uid, credential id),
-/// built once here rather than on every request or in every cache entry.
-#[derive(Default)]
-pub struct TokenMemo(Mutex<Option<Memo>>);
-
-struct Memo {
-    /// A copy of the token: it lives only as long as the connection, and is never logged.
-    token: Box<[u8]>,
-    outcome: Arc<Outcome>,
-    headers: TokenHeaderValues,
-    at: Instant,
-}
-
-/// How long a connection's memo may answer without asking the shared cache.
-pub const MEMO_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub fn now_unix() -> i64 {
     SystemTime::now()
@@ -229,11 +200,7 @@ impl Authenticator {
             cache_miss: counter!(m::VERIFY_CACHE_TOTAL, "result" => "miss"),
             cache_negative_hit: counter!(m::VERIFY_CACHE_TOTAL, "result" => "negative_hit"),
             stale_logged: Mutex::new(HashMap::new()),
-            principals: Mutex::new(Interner {
-                map: HashMap::new(),
-                sweep_at: 1024,
-                hasher: RandomState::new(),
-            }),
+            principals: Mutex::new(Interner::new()),
             issuers,
         }
     }
@@ -251,53 +218,6 @@ impl Authenticator {
 
     pub async fn run_cache_maintenance(&self) {
         self.cache.run_pending_tasks().await;
-    }
-
-    /// [`Self::authenticate`] for the configured audiences, first trying the connection's
-    /// memo of its last accepted token. With the outcome come the token's per-token header
-    /// values (empty unless accepted).
-    pub async fn authenticate_repeat(
-        &self,
-        token: &str,
-        memo: &TokenMemo,
-    ) -> Result<(Arc<Outcome>, TokenHeaderValues), AuthError> {
-        if let Some(hit) = self.memo_hit(token, memo) {
-            return Ok(hit);
-        }
-        // Boxed: the full path (moka, signature, JWKS refetch) is a future of several KiB,
-        // which would otherwise be part of every request's future and copied with it.
-        let result = Box::pin(self.authenticate(token, Audiences::Configured)).await;
-        let headers = match result.as_deref() {
-            Ok(Outcome::Accepted(v)) if self.mode != IdentityMode::None => v.ids.header_values(),
-            _ => TokenHeaderValues::default(),
-        };
-        if let Ok(mut m) = memo.0.lock() {
-            *m = result.as_ref().ok().map(|outcome| Memo {
-                token: token.as_bytes().into(),
-                outcome: outcome.clone(),
-                headers: headers.clone(),
-                at: Instant::now(),
-            });
-        }
-        result.map(|outcome| (outcome, headers))
-    }
-
-    fn memo_hit(&self, token: &str, memo: &TokenMemo) -> Option<(Arc<Outcome>, TokenHeaderValues)> {
-        let m = memo.0.lock().ok()?;
-        let m = m.as_ref()?;
-        // Constant time: one HTTP/2 connection may carry many clients' tokens (a gateway).
-        aws_lc_rs::constant_time::verify_slices_are_equal(&m.token, token.as_bytes()).ok()?;
-        if m.at.elapsed() > MEMO_TTL {
-            return None;
-        }
-        let Outcome::Accepted(v) = &*m.outcome else {
-            return None;
-        };
-        // Any recheck failure takes the full path, which answers it exactly as for a cache hit.
-        self.recheck(v).ok()?;
-        self.cache_hit.increment(1);
-        self.note_accepted(v);
-        Some((m.outcome.clone(), m.headers.clone()))
     }
 
     /// Authenticate a bearer token for the given audiences.
@@ -559,52 +479,6 @@ impl Authenticator {
             warnafter,
             key_serial,
         }))
-    }
-}
-
-impl Authenticator {
-    /// The shared principal for (issuer, legacy, identity, audiences): an existing one if a
-    /// live cache entry holds it, else a new one. Called only after the signature verified.
-    fn intern(
-        &self,
-        issuer: usize,
-        legacy: bool,
-        identity: Identity,
-        audiences: Vec<String>,
-        headers: Vec<(HeaderName, HeaderValue)>,
-    ) -> Arc<Principal> {
-        let make = |identity, audiences, headers| {
-            Arc::new(Principal {
-                issuer,
-                legacy,
-                identity,
-                audiences,
-                headers,
-            })
-        };
-        let Ok(mut interner) = self.principals.lock() else {
-            return make(identity, audiences, headers);
-        };
-        let key = interner
-            .hasher
-            .hash_one((issuer, legacy, &identity, &audiences));
-        if let Some(p) = interner.map.get(&key).and_then(Weak::upgrade) {
-            // A 64-bit hash may collide: share only what is really equal.
-            if p.issuer == issuer
-                && p.legacy == legacy
-                && p.identity == identity
-                && p.audiences == audiences
-            {
-                return p;
-            }
-        }
-        let p = make(identity, audiences, headers);
-        interner.map.insert(key, Arc::downgrade(&p));
-        if interner.map.len() >= interner.sweep_at {
-            interner.map.retain(|_, w| w.strong_count() > 0);
-            interner.sweep_at = (interner.map.len() * 2).max(1024);
-        }
-        p
     }
 }
 
