@@ -416,9 +416,15 @@ impl Authenticator {
                 }
             }
         };
-        let headers = match identity::identity_headers(&identity, self.mode) {
-            Ok(h) => h,
-            Err(r) => return rejected(r, Some(idx)),
+        // Identity headers are built (and checked) once per principal: a live one that is
+        // equal already holds them.
+        let existing = self.find_principal(idx, legacy, &identity, &token_audiences);
+        let headers = match existing {
+            Some(_) => Vec::new(),
+            None => match identity::identity_headers(&identity, self.mode) {
+                Ok(h) => h,
+                Err(r) => return rejected(r, Some(idx)),
+            },
         };
         let ids = if !legacy && cfg.claims == ClaimsMode::Kubernetes {
             match TokenIds::from_claims(&t.claims) {
@@ -471,7 +477,10 @@ impl Authenticator {
             }
         };
         Ok(Outcome::Accepted(Verified {
-            principal: self.intern(idx, legacy, identity, token_audiences, headers),
+            principal: match existing {
+                Some(p) => p,
+                None => self.intern(idx, legacy, identity, token_audiences, headers),
+            },
             ids,
             valid_until: exp.map_or(i64::MAX, |e| {
                 e.saturating_add(issuer.policy.clock_skew).min(i64::MAX - 1)

@@ -30,6 +30,27 @@ impl Interner {
 }
 
 impl Authenticator {
+    /// A live principal equal to (issuer, legacy, identity, audiences), if a cache entry holds
+    /// one. Its headers were built and checked when it was made, so a caller that finds one
+    /// need not build them again.
+    pub(super) fn find_principal(
+        &self,
+        issuer: usize,
+        legacy: bool,
+        identity: &Identity,
+        audiences: &[String],
+    ) -> Option<Arc<Principal>> {
+        let interner = self.principals.lock().ok()?;
+        let key = interner
+            .hasher
+            .hash_one((issuer, legacy, identity, audiences));
+        interner
+            .map
+            .get(&key)
+            .and_then(Weak::upgrade)
+            .filter(|p| same(p, issuer, legacy, identity, audiences))
+    }
+
     /// The shared principal for (issuer, legacy, identity, audiences): an existing one if a
     /// live cache entry holds it, else a new one. Called only after the signature verified.
     pub(super) fn intern(
@@ -54,14 +75,9 @@ impl Authenticator {
         };
         let key = interner
             .hasher
-            .hash_one((issuer, legacy, &identity, &audiences));
+            .hash_one((issuer, legacy, &identity, audiences.as_slice()));
         if let Some(p) = interner.map.get(&key).and_then(Weak::upgrade) {
-            // A 64-bit hash may collide: share only what is really equal.
-            if p.issuer == issuer
-                && p.legacy == legacy
-                && p.identity == identity
-                && p.audiences == audiences
-            {
+            if same(&p, issuer, legacy, &identity, &audiences) {
                 return p;
             }
         }
@@ -73,4 +89,15 @@ impl Authenticator {
         }
         p
     }
+}
+
+/// A 64-bit hash may collide: share only what is really equal.
+fn same(
+    p: &Principal,
+    issuer: usize,
+    legacy: bool,
+    identity: &Identity,
+    audiences: &[String],
+) -> bool {
+    p.issuer == issuer && p.legacy == legacy && p.identity == *identity && p.audiences == audiences
 }
