@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -327,4 +327,162 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_stops_listening() {
         TcpStream::connect(admin).await.is_err(),
         "admin no longer listening"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_outlives_header_read_timeout() {
+    // The header timeout bounds the wait for a request head once it has started; an idle
+    // keep-alive connection between requests is governed by idle_timeout alone.
+    let h = Harness::start_with(Opts {
+        server_extra: "header_read_timeout = \"300ms\"\nidle_timeout = \"3s\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    let req = format!(
+        "GET /idle HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        h.token()
+    );
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..2 {
+        s.write_all(req.as_bytes()).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        // Four header timeouts of silence between requests.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    assert_eq!(h.upstream.request_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_sends_a_head_is_closed_after_header_read_timeout() {
+    let h = Harness::start_with(Opts {
+        server_extra: "header_read_timeout = \"400ms\"\nidle_timeout = \"30s\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    let (sent, took) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(sent.is_empty(), "{}", String::from_utf8_lossy(&sent));
+    assert!(
+        took >= Duration::from_millis(350),
+        "closed too early: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_head_after_a_good_request_is_cut_off_by_header_read_timeout() {
+    let h = Harness::start_with(Opts {
+        server_extra: "header_read_timeout = \"400ms\"\nidle_timeout = \"30s\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    let req = format!(
+        "GET /first HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        h.token()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Quiet for longer than the header timeout (allowed: idle keep-alive), then a head
+    // trickled a byte at a time, 100 ms apart: it keeps moving, so idle_timeout never fires,
+    // but it does not arrive whole within the header timeout.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let started = Instant::now();
+    let mut closed = false;
+    for b in req.as_bytes() {
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        if s.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => panic!("unexpected reply: {}", String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "a head trickled over {took:?} was waited for");
+    assert!(
+        took >= Duration::from_millis(350),
+        "closed too early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "closed too late: {took:?}"
+    );
+    assert_eq!(h.upstream.request_count(), 1);
+}
+
+/// Two requests on one HTTP/2 connection, four header timeouts apart, while the client pings
+/// every 100 ms as gRPC clients do: bytes arrive while no request is in flight, which on
+/// HTTP/1 would be a head starting.
+async fn two_h2_requests_apart<I>(h: &Harness, io: I, scheme: &str)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(100))
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let token = h.token();
+    for i in 0..2 {
+        let req = Request::get(format!("{scheme}://localhost:{}/h2/{i}", h.addr.port()))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender
+            .send_request(req)
+            .await
+            .unwrap_or_else(|e| panic!("{scheme} h2 request {i} on the same connection: {e}"));
+        assert_eq!(resp.status(), 200);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    assert_eq!(h.upstream.request_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_outlive_header_read_timeout() {
+    let timeouts = "header_read_timeout = \"300ms\"\nidle_timeout = \"5s\"\n";
+    // Cleartext (h2c by prior knowledge: told apart by the connection preface).
+    let h = Harness::start_with(Opts {
+        server_extra: timeouts.into(),
+        ..Opts::default()
+    })
+    .await;
+    let tcp = TcpStream::connect(h.addr).await.unwrap();
+    two_h2_requests_apart(&h, tcp, "http").await;
+    // TLS with ALPN h2.
+    let pki = Pki::new();
+    let h = Harness::start_with(Opts {
+        server_extra: format!("{timeouts}{}", pki.server_toml(false)),
+        ..Opts::default()
+    })
+    .await;
+    let tcp = TcpStream::connect(h.addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = pki
+        .connector(&[b"h2"], false)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    two_h2_requests_apart(&h, tls, "https").await;
 }
