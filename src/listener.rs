@@ -22,7 +22,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
-use crate::forward::Peer;
+use crate::forward::{DeadlineWatch, Peer};
 use crate::proxy::{self, Worker};
 
 /// Bind a listening socket with `SO_REUSEPORT`, so each worker thread can own one.
@@ -177,6 +177,8 @@ async fn drive<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let in_flight = activity.clone();
+    let conn_peer = peer.clone();
+    let upstream_timeout = worker.upstream.as_ref().map(|u| u.timeout());
     let svc = service_fn(move |req| {
         let worker = worker.clone();
         let peer = peer.clone();
@@ -191,14 +193,19 @@ async fn drive<I>(
     tokio::pin!(conn);
     let idle = settings.idle_timeout;
     let head_timeout = settings.header_read_timeout;
-    // Both timeouts are noticed one tick late at most, and a started head one tick late: a
-    // connection closes within `idle` plus two ticks (1.25 x idle) of quiet, and a head that
-    // has not arrived whole within `header_read_timeout` plus two ticks (1.5 x).
-    let period = (idle / 8).min(head_timeout / 4);
+    // The timeouts are noticed one tick late at most, and a started head or upstream wait one
+    // tick late: a connection closes within `idle` plus two ticks (1.25 x idle) of quiet, a
+    // head that has not arrived whole within `header_read_timeout` plus two ticks (1.5 x), and
+    // an HTTP/1 request's upstream wait ends (504) within its timeout plus two ticks (1.5 x).
+    let mut period = (idle / 8).min(head_timeout / 4);
+    if let Some(t) = upstream_timeout {
+        period = period.min(t / 4);
+    }
     let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut quiet_since = Instant::now();
     let mut heads = HeadWatch::new(quiet_since);
+    let mut upstream_wait = DeadlineWatch::default();
     let mut closing = *shutdown.borrow();
     if closing {
         conn.as_mut().graceful_shutdown();
@@ -216,6 +223,9 @@ async fn drive<I>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tick.tick() => {
+                if let Some(t) = upstream_timeout {
+                    conn_peer.deadline.check(&mut upstream_wait, t);
+                }
                 if heads.overdue(&activity, head_timeout) {
                     // What hyper's own header timeout did: close without a response.
                     tracing::debug!("request head not received within header_read_timeout");

@@ -498,7 +498,8 @@ async fn slow_upstream_is_504_after_the_timeout() {
     let elapsed = started.elapsed();
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(
-        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(3000),
+        // Checked on the connection's tick: within 1.5 x the timeout, plus scheduling.
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1500),
         "answered after {elapsed:?}"
     );
     assert_eq!(
