@@ -152,6 +152,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Append `(name, value)` pairs; a run of values under one name (the groups) costs one hashed
+/// look-up of the name instead of one per value.
+fn append_grouped(headers: &mut HeaderMap, pairs: &[(HeaderName, HeaderValue)]) {
+    let mut rest = pairs;
+    while let Some(((name, value), tail)) = rest.split_first() {
+        let run = tail.iter().take_while(|(n, _)| n == name).count();
+        if run == 0 {
+            headers.append(name.clone(), value.clone());
+        } else {
+            let values = std::iter::once(value).chain(tail[..run].iter().map(|(_, v)| v));
+            match headers.entry(name.clone()) {
+                Entry::Occupied(mut e) => values.for_each(|v| e.append(v.clone())),
+                Entry::Vacant(e) => {
+                    let mut values = values;
+                    if let Some(first) = values.next() {
+                        let mut e = e.insert_entry(first.clone());
+                        values.for_each(|v| e.append(v.clone()));
+                    }
+                }
+            }
+        }
+        rest = &tail[run..];
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream unreachable")]
@@ -424,9 +449,7 @@ impl Upstream {
         if let Some(h) = original_host {
             headers.append(X_FORWARDED_HOST.clone(), h);
         }
-        for (name, value) in identity_headers {
-            headers.append(name.clone(), value.clone());
-        }
+        append_grouped(headers, identity_headers);
         token_headers.append_to(&self.token_header_names, headers);
 
         let path = parts.uri.path_and_query().cloned();
@@ -635,6 +658,32 @@ mod tests {
         assert!(is_hop_by_hop(&header::TRANSFER_ENCODING));
         assert!(is_hop_by_hop(&header::UPGRADE));
         assert!(!is_hop_by_hop(&header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn grouped_appends_keep_every_value_in_order() {
+        let n = |s: &'static str| HeaderName::from_static(s);
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        let pairs = [
+            (n("x-remote-user"), v("u")),
+            (n("x-remote-group"), v("g1")),
+            (n("x-remote-group"), v("g2")),
+            (n("x-remote-group"), v("g3")),
+            (n("x-remote-extra-a"), v("a1")),
+            (n("x-remote-extra-a"), v("a2")),
+            (n("x-remote-extra-b"), v("b")),
+        ];
+        let mut h = HeaderMap::new();
+        h.insert("x-remote-extra-a", v("a0"));
+        append_grouped(&mut h, &pairs);
+        let all = |name: &str| h.get_all(name).iter().cloned().collect::<Vec<_>>();
+        assert_eq!(all("x-remote-user"), [v("u")]);
+        assert_eq!(all("x-remote-group"), [v("g1"), v("g2"), v("g3")]);
+        assert_eq!(all("x-remote-extra-a"), [v("a0"), v("a1"), v("a2")]);
+        assert_eq!(all("x-remote-extra-b"), [v("b")]);
+        assert_eq!(h.len(), 8);
+        append_grouped(&mut h, &[]);
+        assert_eq!(h.len(), 8);
     }
 
     #[test]
