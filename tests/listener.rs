@@ -207,6 +207,37 @@ async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Dura
     }
 }
 
+/// A raw HTTP/1.1 GET of `path` carrying the harness's token.
+fn raw_get(h: &Harness, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        h.token()
+    )
+}
+
+/// The proxy with these `[server]` settings, and a raw connection to it.
+async fn start_and_connect(server_extra: &str) -> (Harness, TcpStream) {
+    let h = Harness::start_with(Opts {
+        server_extra: server_extra.into(),
+        ..Opts::default()
+    })
+    .await;
+    let s = TcpStream::connect(h.addr).await.unwrap();
+    (h, s)
+}
+
+/// Send `req` on `s` and check that a 200 comes back.
+async fn expect_200(s: &mut TcpStream, req: &str) {
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_read_timeout_closes_slow_clients() {
     let h = Harness::start_with(Opts {
@@ -227,35 +258,14 @@ async fn header_read_timeout_closes_slow_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
-    let h = Harness::start_with(Opts {
-        server_extra: "idle_timeout = \"1s\"".into(),
-        ..Opts::default()
-    })
-    .await;
-    let mut s = TcpStream::connect(h.addr).await.unwrap();
-    let req = format!(
-        "GET /idle HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-        h.token()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 65536];
-    let n = s.read(&mut buf).await.unwrap();
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    let (h, mut s) = start_and_connect("idle_timeout = \"1s\"").await;
+    let req = raw_get(&h, "/idle");
+    expect_200(&mut s, &req).await;
     // A connection in use is not idle: a request every 400 ms for 2.4 s (over twice the
     // timeout) keeps it open.
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        s.write_all(req.as_bytes()).await.unwrap();
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(
-            buf[..n].starts_with(b"HTTP/1.1 200"),
-            "closed while in use: {}",
-            String::from_utf8_lossy(&buf[..n])
-        );
+        expect_200(&mut s, &req).await;
     }
     let started = Instant::now();
     let (_, _) = read_until_closed(&mut s, Duration::from_secs(6)).await;
@@ -333,25 +343,11 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_stops_listening() {
 async fn idle_keep_alive_outlives_header_read_timeout() {
     // The header timeout bounds the wait for a request head once it has started; an idle
     // keep-alive connection between requests is governed by idle_timeout alone.
-    let h = Harness::start_with(Opts {
-        server_extra: "header_read_timeout = \"300ms\"\nidle_timeout = \"3s\"".into(),
-        ..Opts::default()
-    })
-    .await;
-    let mut s = TcpStream::connect(h.addr).await.unwrap();
-    let req = format!(
-        "GET /idle HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-        h.token()
-    );
-    let mut buf = vec![0u8; 65536];
+    let (h, mut s) =
+        start_and_connect("header_read_timeout = \"300ms\"\nidle_timeout = \"3s\"").await;
+    let req = raw_get(&h, "/idle");
     for _ in 0..2 {
-        s.write_all(req.as_bytes()).await.unwrap();
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(
-            buf[..n].starts_with(b"HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&buf[..n])
-        );
+        expect_200(&mut s, &req).await;
         // Four header timeouts of silence between requests.
         tokio::time::sleep(Duration::from_millis(1200)).await;
     }
@@ -360,12 +356,8 @@ async fn idle_keep_alive_outlives_header_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_never_sends_a_head_is_closed_after_header_read_timeout() {
-    let h = Harness::start_with(Opts {
-        server_extra: "header_read_timeout = \"400ms\"\nidle_timeout = \"30s\"".into(),
-        ..Opts::default()
-    })
-    .await;
-    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    let (_h, mut s) =
+        start_and_connect("header_read_timeout = \"400ms\"\nidle_timeout = \"30s\"").await;
     let (sent, took) = read_until_closed(&mut s, Duration::from_secs(5)).await;
     assert!(sent.is_empty(), "{}", String::from_utf8_lossy(&sent));
     assert!(
@@ -376,20 +368,11 @@ async fn a_connection_that_never_sends_a_head_is_closed_after_header_read_timeou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_head_after_a_good_request_is_cut_off_by_header_read_timeout() {
-    let h = Harness::start_with(Opts {
-        server_extra: "header_read_timeout = \"400ms\"\nidle_timeout = \"30s\"".into(),
-        ..Opts::default()
-    })
-    .await;
-    let mut s = TcpStream::connect(h.addr).await.unwrap();
-    let req = format!(
-        "GET /first HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-        h.token()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    let (h, mut s) =
+        start_and_connect("header_read_timeout = \"400ms\"\nidle_timeout = \"30s\"").await;
+    let req = raw_get(&h, "/first");
+    expect_200(&mut s, &req).await;
     let mut buf = vec![0u8; 65536];
-    let n = s.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     // Quiet for longer than the header timeout (allowed: idle keep-alive), then a head
     // trickled a byte at a time, 100 ms apart: it keeps moving, so idle_timeout never fires,
     // but it does not arrive whole within the header timeout.
