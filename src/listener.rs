@@ -248,6 +248,9 @@ async fn drive<I>(
 /// request, from the connection's start. Between requests, a silent keep-alive connection has
 /// no pending head: `idle_timeout` governs it. HTTP/2 connections are not watched (hyper has
 /// no per-stream header timeout either); `idle_timeout` and the keep-alive pings govern them.
+/// One edge differs from hyper's own timer: request-body bytes still arriving after the
+/// handler has answered (an upstream that responds before reading the whole body) count as a
+/// head starting, so such an upload is cut off after `header_read_timeout`.
 struct HeadWatch {
     /// Requests started as of the last tick.
     started: u32,
