@@ -342,7 +342,7 @@ impl Authenticator {
             issuer = %self.issuers[v.issuer()].cfg.name,
             namespace = ns,
             service_account = sa,
-            pod,
+            pod = pod.as_ref(),
             "token used after its kubernetes.io warnafter: this client caches its token instead of re-reading the projected file, and will break when token expiration extension is turned off"
         );
     }

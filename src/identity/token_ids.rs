@@ -1,6 +1,8 @@
 //! The per-token part of a Kubernetes identity (pod name and uid, `credential-id`), packed for
 //! the verification cache, and its upstream headers.
 
+use std::borrow::Cow;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{known_extra_header, EXTRA_CREDENTIAL_ID, EXTRA_POD_NAME, EXTRA_POD_UID};
@@ -12,17 +14,19 @@ use crate::verify::{Claims, Reject};
 ///
 /// Every cache entry holds one, and in a cluster every pod holds a token of its own, so this is
 /// packed into 48 bytes. kube-apiserver's jtis and pod uids are canonical UUIDs: 16 bytes each,
-/// no heap. The pod name, and any id that is not a canonical UUID, share one small heap string.
+/// no heap. The pod name, and any id that is not a canonical UUID, share one small heap buffer;
+/// a pod name in the DNS alphabet (as Kubernetes requires) is stored at 6 bits a character.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenIds {
     jti: [u8; 16],
     pod_uid: [u8; 16],
     /// `None`: the jti is the UUID in `jti`, and there is no pod (a token without pod binding:
-    /// no heap). `Some("")`: no jti, no pod (an empty `Box<str>` does not allocate). Otherwise
-    /// a layout byte (the `TEXT_*`/`*_UUID` bits) and then the text parts, separated by NUL:
-    /// pod name, jti, pod uid, in that order, each only if its bit is set. The parts are checked
-    /// header values, which cannot contain NUL.
-    text: Option<Box<str>>,
+    /// no heap). `Some([])`: no jti, no pod (an empty box does not allocate). Otherwise a layout
+    /// byte (the `TEXT_*`/`*_UUID`/`POD_NAME_PACKED` bits); then the text parts, each followed
+    /// by a NUL: pod name, jti, pod uid, in that order, each only if its bit is set (the parts
+    /// are checked header values, which cannot contain NUL); then, with `POD_NAME_PACKED`, the
+    /// pod name packed by [`pack_dns_name`], to the end.
+    text: Option<Box<[u8]>>,
 }
 
 const JTI_UUID: u8 = 1;
@@ -30,6 +34,8 @@ const POD_UID_UUID: u8 = 2;
 const TEXT_POD_NAME: u8 = 4;
 const TEXT_JTI: u8 = 8;
 const TEXT_POD_UID: u8 = 16;
+/// The pod name is stored packed after the text parts (instead of as `TEXT_POD_NAME`).
+const POD_NAME_PACKED: u8 = 32;
 /// The order of the text parts in [`TokenIds::text`].
 const TEXT_PARTS: [u8; 3] = [TEXT_POD_NAME, TEXT_JTI, TEXT_POD_UID];
 
@@ -45,7 +51,7 @@ impl TokenIds {
         TokenIds {
             jti: [0; 16],
             pod_uid: [0; 16],
-            text: Some("".into()),
+            text: Some(Box::default()),
         }
     }
 
@@ -69,9 +75,14 @@ impl TokenIds {
             pod_uid: [0; 16],
             text: None,
         };
-        // The text parts, in `TEXT_PARTS` order.
-        let mut texts: [Option<&str>; 3] = [pod_name, None, None];
-        let mut layout = if pod_name.is_some() { TEXT_POD_NAME } else { 0 };
+        // The text parts, in `TEXT_PARTS` order. A pod name in the DNS alphabet is packed.
+        let packed = pod_name.filter(|n| packed_len(n).is_some());
+        let mut texts: [Option<&str>; 3] = [pod_name.filter(|_| packed.is_none()), None, None];
+        let mut layout = match (pod_name, packed) {
+            (_, Some(_)) => POD_NAME_PACKED,
+            (Some(_), None) => TEXT_POD_NAME,
+            (None, None) => 0,
+        };
         // A canonical UUID goes in its 16-byte slot; any other spelling, in the text.
         let [_, jti_text, pod_uid_text] = &mut texts;
         for (id, slot, uuid_bit, text_bit, text) in [
@@ -98,18 +109,20 @@ impl TokenIds {
         }
         ids.text = match layout {
             JTI_UUID => None,
-            0 => Some("".into()),
+            0 => Some(Box::default()),
             _ => {
-                let len = texts.iter().flatten().map(|t| t.len() + 1).sum::<usize>();
-                let mut s = String::with_capacity(len);
-                s.push(char::from(layout));
-                for (i, t) in texts.iter().flatten().enumerate() {
-                    if i > 0 {
-                        s.push('\0');
-                    }
-                    s.push_str(t);
+                let len = 1 + texts.iter().flatten().map(|t| t.len() + 1).sum::<usize>();
+                let packed_len = packed.and_then(packed_len).unwrap_or(0);
+                let mut b = Vec::with_capacity(len + packed_len);
+                b.push(layout);
+                for t in texts.iter().flatten() {
+                    b.extend_from_slice(t.as_bytes());
+                    b.push(0);
                 }
-                Some(s.into_boxed_str())
+                if let Some(name) = packed {
+                    pack_dns_name(name, &mut b);
+                }
+                Some(b.into_boxed_slice())
             }
         };
         Ok(ids)
@@ -118,7 +131,7 @@ impl TokenIds {
     fn layout(&self) -> u8 {
         match &self.text {
             None => JTI_UUID,
-            Some(t) => t.as_bytes().first().copied().unwrap_or(0),
+            Some(t) => t.first().copied().unwrap_or(0),
         }
     }
 
@@ -128,16 +141,33 @@ impl TokenIds {
         if layout & bit == 0 {
             return None;
         }
-        let mut parts = self.text.as_deref()?.get(1..)?.split('\0');
+        let mut rest = self.text.as_deref()?.get(1..)?;
         for b in TEXT_PARTS {
             if layout & b != 0 {
-                let part = parts.next()?;
+                let end = rest.iter().position(|&c| c == 0)?;
                 if b == bit {
-                    return Some(part);
+                    return std::str::from_utf8(&rest[..end]).ok();
                 }
+                rest = &rest[end + 1..];
             }
         }
         None
+    }
+
+    /// The packed pod name: what follows the text parts.
+    fn packed_pod_name(&self) -> Option<&[u8]> {
+        let layout = self.layout();
+        if layout & POD_NAME_PACKED == 0 {
+            return None;
+        }
+        let mut rest = self.text.as_deref()?.get(1..)?;
+        for b in TEXT_PARTS {
+            if layout & b != 0 {
+                let end = rest.iter().position(|&c| c == 0)?;
+                rest = &rest[end + 1..];
+            }
+        }
+        Some(rest)
     }
 
     fn jti(&self) -> Option<Id<'_>> {
@@ -155,8 +185,11 @@ impl TokenIds {
     }
 
     /// `authentication.kubernetes.io/pod-name`.
-    pub fn pod_name(&self) -> Option<&str> {
-        self.text_part(TEXT_POD_NAME)
+    pub fn pod_name(&self) -> Option<Cow<'_, str>> {
+        match self.packed_pod_name() {
+            Some(p) => unpack_dns_name(p).map(Cow::Owned),
+            None => self.text_part(TEXT_POD_NAME).map(Cow::Borrowed),
+        }
     }
 
     /// `authentication.kubernetes.io/pod-uid`.
@@ -178,7 +211,7 @@ impl TokenIds {
     /// The per-token extras (pod name and uid, credential id) as `UserInfo.extra` entries.
     pub fn extras(&self) -> Vec<(String, Vec<String>)> {
         let pairs = [
-            (EXTRA_POD_NAME, self.pod_name().map(str::to_string)),
+            (EXTRA_POD_NAME, self.pod_name().map(Cow::into_owned)),
             (EXTRA_POD_UID, self.pod_uid()),
             (EXTRA_CREDENTIAL_ID, self.credential_id()),
         ];
@@ -198,7 +231,7 @@ impl TokenIds {
             Id::Text(t) => HeaderValue::from_bytes(&[prefix, t.as_bytes()].concat()).ok(),
         };
         TokenHeaderValues([
-            self.pod_name().and_then(|n| HeaderValue::from_str(n).ok()),
+            self.pod_name().and_then(|n| HeaderValue::from_str(&n).ok()),
             self.pod_uid_id().and_then(|id| value(id, b"")),
             self.jti().and_then(|id| value(id, b"JTI=")),
         ])
@@ -237,6 +270,70 @@ impl TokenHeaderNames {
             _ => None,
         })
     }
+}
+
+/// The characters of a DNS name (RFC 1123, as Kubernetes requires of pod names), coded 1..=38 in
+/// 6 bits. Code 0 never codes a character.
+const DNS_ALPHABET: &[u8; 38] = b"abcdefghijklmnopqrstuvwxyz0123456789-.";
+
+/// The code of a character of [`DNS_ALPHABET`] (its inverse).
+fn dns_code(c: u8) -> Option<u8> {
+    match c {
+        b'a'..=b'z' => Some(c - b'a' + 1),
+        b'0'..=b'9' => Some(c - b'0' + 27),
+        b'-' => Some(37),
+        b'.' => Some(38),
+        _ => None,
+    }
+}
+
+/// The bytes [`pack_dns_name`] makes of `name`, or `None` if it cannot pack it: a character
+/// not in [`DNS_ALPHABET`], or longer than a DNS subdomain may be (253).
+fn packed_len(name: &str) -> Option<usize> {
+    (name.len() <= 253 && name.bytes().all(|c| dns_code(c).is_some()))
+        .then(|| (name.len() * 6).div_ceil(8))
+}
+
+/// Append `name` (for which [`packed_len`] is `Some`) at 6 bits a character, most significant
+/// bits first, the last byte padded with zero bits (2, 4 or 6; six make a code 0, which is no
+/// character). A 28-character Deployment pod name takes 21 bytes instead of 28.
+fn pack_dns_name(name: &str, out: &mut Vec<u8>) {
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in name.bytes() {
+        acc = (acc << 6) | u32::from(dns_code(c).unwrap_or(0));
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bits > 0 {
+        out.push((acc << (8 - bits)) as u8);
+    }
+}
+
+/// The name [`pack_dns_name`] packed; `None` if `packed` holds a code that is no character.
+fn unpack_dns_name(packed: &[u8]) -> Option<String> {
+    let mut out = String::with_capacity(packed.len() * 8 / 6);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for (i, &b) in packed.iter().enumerate() {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            let code = (acc >> bits) & 63;
+            acc &= (1 << bits) - 1;
+            if code == 0 {
+                // Six bits of padding: only at the very end of a name.
+                return (i + 1 == packed.len() && acc == 0 && !out.is_empty()).then_some(out);
+            }
+            let c = DNS_ALPHABET.get(code as usize - 1)?;
+            out.push(char::from(*c));
+        }
+    }
+    // What is left is padding: 2 or 4 bits, all zero.
+    (acc == 0 && !out.is_empty()).then_some(out)
 }
 
 /// A UUID spelled out canonically after `prefix`, on the stack (no allocation).
@@ -327,6 +424,41 @@ mod tests {
     }
 
     #[test]
+    fn dns_names_pack_to_six_bits_a_character_and_back() {
+        // Every character at every position, every length up to 64 (all paddings).
+        let all: Vec<u8> = DNS_ALPHABET
+            .iter()
+            .chain(DNS_ALPHABET.iter().rev())
+            .copied()
+            .collect();
+        for len in 1..=64 {
+            for start in 0..all.len() {
+                let name: String = all
+                    .iter()
+                    .cycle()
+                    .skip(start)
+                    .take(len)
+                    .map(|&c| char::from(c))
+                    .collect();
+                let mut packed = Vec::new();
+                pack_dns_name(&name, &mut packed);
+                assert_eq!(Some(packed.len()), packed_len(&name), "{name}");
+                assert_eq!(packed.len(), (len * 6).div_ceil(8), "{name}");
+                assert_eq!(unpack_dns_name(&packed).as_deref(), Some(name.as_str()));
+            }
+        }
+        for outside in ["A", "a_b", "a b", "é", "a/b", "x\0"] {
+            assert_eq!(packed_len(outside), None, "{outside:?}");
+        }
+        // Bytes that are no packing of a name are refused, not misread.
+        assert_eq!(unpack_dns_name(&[0]), None); // code 0
+        assert_eq!(unpack_dns_name(&[0xff]), None); // code 63
+        assert_eq!(unpack_dns_name(&[0x04, 0x01]), None); // "a", then non-zero padding bits
+        assert_eq!(unpack_dns_name(&[0x04, 0x00, 0x04]), None); // a code 0 before the end
+        assert_eq!(unpack_dns_name(&[]), None);
+    }
+
+    #[test]
     fn token_ids_round_trip_exactly() {
         let uuid = "0f8b2c4e-91aa-4d3b-8c2f-7e6d5c4b3a29";
         let other = "7cb5fabf-98d9-47fc-8f3b-94d378b17b9d";
@@ -339,12 +471,19 @@ mod tests {
             "not-a-uuid",
             "",
         ];
+        let long_dns = "a.b-9".repeat(50) + "xyz"; // 253 characters: packed
+        let too_long = long_dns.clone() + "q"; // 254: kept as text
         let pods = [
             None,
             Some(("cart-7d9f8c6b5-x2k4q", other)),
             Some(("p", "uid-as-text")),
             Some(("", other)),
             Some(("name-only", "")),
+            // Not in the DNS alphabet: kept as text, before the other text parts.
+            Some(("Cart_Pod/~1", "uid-as-text")),
+            Some(("Cart_Pod", other)),
+            Some((long_dns.as_str(), "uid-as-text")),
+            Some((too_long.as_str(), other)),
         ];
         let remote = "x-remote-extra-authentication.kubernetes.io%2f";
         for jti in spellings.iter().map(|j| Some(*j)).chain([None]) {
@@ -355,7 +494,7 @@ mod tests {
                 let uid = pod.map(|p| p.1).filter(|u| !u.is_empty());
                 let want_cid = jti.map(|j| format!("JTI={j}"));
                 assert_eq!(ids.credential_id(), want_cid, "{jti:?} {pod:?}");
-                assert_eq!(ids.pod_name(), name, "{jti:?} {pod:?}");
+                assert_eq!(ids.pod_name().as_deref(), name, "{jti:?} {pod:?}");
                 assert_eq!(ids.pod_uid().as_deref(), uid, "{jti:?} {pod:?}");
                 let mut want = Vec::new();
                 let mut want_extras = Vec::new();
@@ -374,7 +513,10 @@ mod tests {
                 assert!(forwarded(&ids, IdentityMode::None).is_empty());
             }
         }
-        // The compact shapes: no heap for a token without pod binding.
+        // The compact shapes: no heap for a token without pod binding; a Deployment pod's
+        // 28-character name in 21 bytes after the layout byte.
+        let deployment_pod = token_ids(Some(uuid), Some(("checkout-7d9f8c6b5d-1-123456", other)));
+        assert_eq!(deployment_pod.unwrap().text.map(|t| t.len()), Some(22));
         assert_eq!(token_ids(Some(uuid), None).unwrap().text, None);
         assert_eq!(token_ids(None, None).unwrap(), TokenIds::none());
         assert_eq!(
