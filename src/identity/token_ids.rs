@@ -39,6 +39,9 @@ const POD_NAME_PACKED: u8 = 32;
 /// The order of the text parts in [`TokenIds::text`].
 const TEXT_PARTS: [u8; 3] = [TEXT_POD_NAME, TEXT_JTI, TEXT_POD_UID];
 
+/// The text parts of a [`TokenIds`], in [`TEXT_PARTS`] order.
+type TextParts<'a> = [Option<&'a [u8]>; 3];
+
 /// One id as stored: a UUID to spell out, or text.
 enum Id<'a> {
     Uuid(&'a [u8; 16]),
@@ -137,37 +140,30 @@ impl TokenIds {
 
     /// The stored text part for `bit` (one of [`TEXT_PARTS`]), if the layout has it.
     fn text_part(&self, bit: u8) -> Option<&str> {
-        let layout = self.layout();
-        if layout & bit == 0 {
-            return None;
-        }
-        let mut rest = self.text.as_deref()?.get(1..)?;
-        for b in TEXT_PARTS {
-            if layout & b != 0 {
-                let end = rest.iter().position(|&c| c == 0)?;
-                if b == bit {
-                    return std::str::from_utf8(&rest[..end]).ok();
-                }
-                rest = &rest[end + 1..];
-            }
-        }
-        None
+        let (parts, _) = self.split_text()?;
+        let i = TEXT_PARTS.iter().position(|&b| b == bit)?;
+        std::str::from_utf8(parts[i]?).ok()
     }
 
     /// The packed pod name: what follows the text parts.
     fn packed_pod_name(&self) -> Option<&[u8]> {
+        let (_, rest) = self.split_text()?;
+        (self.layout() & POD_NAME_PACKED != 0).then_some(rest)
+    }
+
+    /// The text parts in [`TEXT_PARTS`] order (each if the layout has it), and what follows.
+    fn split_text(&self) -> Option<(TextParts<'_>, &[u8])> {
         let layout = self.layout();
-        if layout & POD_NAME_PACKED == 0 {
-            return None;
-        }
         let mut rest = self.text.as_deref()?.get(1..)?;
-        for b in TEXT_PARTS {
+        let mut parts = [None; 3];
+        for (part, b) in parts.iter_mut().zip(TEXT_PARTS) {
             if layout & b != 0 {
                 let end = rest.iter().position(|&c| c == 0)?;
+                *part = Some(&rest[..end]);
                 rest = &rest[end + 1..];
             }
         }
-        Some(rest)
+        Some((parts, rest))
     }
 
     fn jti(&self) -> Option<Id<'_>> {
