@@ -17,6 +17,16 @@ CONNS=${CONNS:-64}
 DURATION=${DURATION:-10s}
 PIDS=()
 
+# One load script at a time: they share the ports, the work directory (keys, the JWKS the
+# rotation scenario rewrites) and the CPU. A second run beside the first measures nothing
+# (its proxy fails to bind and its load reaches the first run's proxy), so it stops here.
+mkdir -p "$WORK"
+exec 9> "$WORK/.lock"
+if ! flock -n 9; then
+  echo "another load script is running (it holds $WORK/.lock); wait for it to finish" >&2
+  exit 1
+fi
+
 need() {
   local missing=()
   for t in "$@"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
@@ -93,7 +103,7 @@ http {
   }
 }
 NGX
-  nginx -c "$WORK/nginx.conf"
+  nginx -c "$WORK/nginx.conf" 9>&-
   wait_port $NGINX_PORT
 }
 
@@ -130,7 +140,7 @@ backend nginx
   http-reuse always
   server n1 127.0.0.1:$NGINX_PORT
 HAP
-  haproxy -f "$WORK/haproxy.cfg" -q &
+  haproxy -f "$WORK/haproxy.cfg" -q 9>&- &
   PIDS+=($!)
   wait_port $HAPROXY_PASS_PORT
   wait_port $HAPROXY_JWT_PORT
@@ -162,7 +172,7 @@ TOML
 
 start_proxy() {
   proxy_config "$WORK/proxy.toml" "" "${1:-}"
-  RUST_LOG=warn "$BIN" run --config "$WORK/proxy.toml" 2> "$WORK/proxy.log" &
+  RUST_LOG=warn "$BIN" run --config "$WORK/proxy.toml" 2> "$WORK/proxy.log" 9>&- &
   PIDS+=($!)
   wait_port $PROXY_PORT
   for _ in $(seq 1 100); do
