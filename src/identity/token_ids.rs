@@ -79,7 +79,8 @@ impl TokenIds {
             text: None,
         };
         // The text parts, in `TEXT_PARTS` order. A pod name in the DNS alphabet is packed.
-        let packed = pod_name.filter(|n| packed_len(n).is_some());
+        let pod_name_packed_len = pod_name.and_then(packed_len);
+        let packed = pod_name.filter(|_| pod_name_packed_len.is_some());
         let mut texts: [Option<&str>; 3] = [pod_name.filter(|_| packed.is_none()), None, None];
         let mut layout = match (pod_name, packed) {
             (_, Some(_)) => POD_NAME_PACKED,
@@ -115,8 +116,7 @@ impl TokenIds {
             0 => Some(Box::default()),
             _ => {
                 let len = 1 + texts.iter().flatten().map(|t| t.len() + 1).sum::<usize>();
-                let packed_len = packed.and_then(packed_len).unwrap_or(0);
-                let mut b = Vec::with_capacity(len + packed_len);
+                let mut b = Vec::with_capacity(len + pod_name_packed_len.unwrap_or(0));
                 b.push(layout);
                 for t in texts.iter().flatten() {
                     b.extend_from_slice(t.as_bytes());
