@@ -189,10 +189,27 @@ pub enum UpstreamError {
 
 type Connector = HttpsConnector<HttpConnector>;
 type UpstreamClient = Client<Connector, Incoming>;
+type Sender = http1::SendRequest<Incoming>;
 
-mod dedicated;
-use dedicated::{exchange, Dedicated, ExchangeError, Lease};
-pub use dedicated::{UpstreamBody, UpstreamSlot};
+/// The upstream HTTP/1 connection that belongs to one downstream HTTP/1 connection, idle
+/// between requests. HTTP/1 serves one request at a time, so a downstream connection never
+/// needs more than one upstream connection, and needs no pool: no pool lock, no pool map
+/// lookup, no idle list. It closes when the downstream connection does. An upstream that closes
+/// it first is handled by reconnecting on the next request.
+#[derive(Default)]
+pub struct UpstreamSlot(std::sync::Mutex<Option<Sender>>);
+
+impl UpstreamSlot {
+    fn take(&self) -> Option<Sender> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+
+    fn put(&self, sender: Sender) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(sender);
+        }
+    }
+}
 
 /// The upstream timeout of an HTTP/1 client connection's requests, kept without a timer per
 /// request: a request in [`Self::within`] is numbered and marked waiting (two stores), and the
@@ -368,29 +385,26 @@ impl Upstream {
         req: Request<Incoming>,
         identity_headers: &[(HeaderName, HeaderValue)],
         token_headers: TokenHeaderValues,
-        peer: &Arc<Peer>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        peer: &Peer,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         // HTTP/1 clients send one request at a time: they get their own upstream connection.
         let dedicated = req.version() <= Version::HTTP_11;
         let req = self.rewrite(req, identity_headers, token_headers, peer, dedicated)?;
         let sent = if dedicated {
-            peer.deadline.within(self.send_dedicated(req, peer)).await
+            peer.deadline
+                .within(self.send_dedicated(req, &peer.upstream))
+                .await
         } else {
             tokio::time::timeout(self.timeout, Box::pin(self.send_pooled(req)))
                 .await
                 .ok()
-                .map(|r| r.map(|resp| (resp, None)))
         };
-        let (mut resp, upstream) = match sent {
+        let mut resp = match sent {
             None => return Err(UpstreamError::Timeout),
             Some(r) => r?,
         };
         strip_hop_by_hop(resp.headers_mut());
-        let lease = upstream.map(|upstream| Lease {
-            upstream,
-            peer: peer.clone(),
-        });
-        Ok(resp.map(|body| UpstreamBody::new(body, lease)))
+        Ok(resp)
     }
 
     /// The request as the upstream gets it: hop-by-hop headers gone, the token kept or dropped
@@ -481,41 +495,57 @@ impl Upstream {
 
     /// Send over the downstream connection's own upstream connection. The common case is
     /// short and keeps this future small (it is part of every request's future): the idle
-    /// connection takes the request and is driven until the response head arrives. Anything
-    /// else (no connection yet, closed by the upstream) goes to [`Self::send_fresh`].
+    /// connection takes the request at once and goes back into the slot, and only the wait
+    /// for the response head remains. Anything else (no connection yet, still busy after a
+    /// timed-out request, closed by the upstream) goes to [`Self::send_fresh`].
     async fn send_dedicated(
         &self,
         req: Request<Incoming>,
-        peer: &Peer,
-    ) -> Result<(Response<Incoming>, Option<Dedicated>), UpstreamError> {
-        let mut req = req;
-        if let Some(upstream) = peer.upstream.take() {
-            // An idle connection the upstream has closed hands the request back unsent.
-            if upstream.sender.is_ready() {
-                match exchange(upstream, req).await {
-                    Ok(r) => return Ok(r),
-                    // The upstream closed this idle connection just now.
-                    Err(ExchangeError::Unsent(unsent)) => req = *unsent,
-                    Err(ExchangeError::Failed) => return Err(UpstreamError::Failed),
+        slot: &UpstreamSlot,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let req = match slot.take() {
+            Some(mut sender) if sender.is_ready() => {
+                // hyper queues the request now; the future only waits for the response.
+                let response = sender.try_send_request(req);
+                slot.put(sender);
+                match response.await {
+                    Ok(resp) => return Ok(resp),
+                    // Handed back unsent: the upstream closed this idle connection just now.
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => unsent,
+                        None => {
+                            tracing::debug!(error = %e.error(), "upstream request failed");
+                            return Err(UpstreamError::Failed);
+                        }
+                    },
                 }
             }
-        }
-        Box::pin(self.send_fresh(req)).await
+            // Dropping a busy or closed connection closes it.
+            _ => req,
+        };
+        Box::pin(self.send_fresh(req, slot)).await
     }
 
     /// Open a new upstream connection for this downstream connection and send on it.
     async fn send_fresh(
         &self,
         req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Option<Dedicated>), UpstreamError> {
-        let upstream = self.connect().await?;
-        exchange(upstream, req).await.map_err(|_| {
-            tracing::debug!("upstream request failed on a new connection");
+        slot: &UpstreamSlot,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut sender = self.connect().await?;
+        sender.ready().await.map_err(|e| {
+            tracing::debug!(error = %e, "upstream connection closed before the request");
+            UpstreamError::Failed
+        })?;
+        let response = sender.try_send_request(req);
+        slot.put(sender);
+        response.await.map_err(|e| {
+            tracing::debug!(error = %e.error(), "upstream request failed");
             UpstreamError::Failed
         })
     }
 
-    async fn connect(&self) -> Result<Dedicated, UpstreamError> {
+    async fn connect(&self) -> Result<Sender, UpstreamError> {
         let mut connector = self.connector.clone();
         let target = self.absolute(PathAndQuery::from_static("/"))?;
         let io = async {
@@ -531,7 +561,15 @@ impl Upstream {
             tracing::debug!(error = %e, "upstream handshake failed");
             UpstreamError::Failed
         })?;
-        Ok(Dedicated::new(sender, conn))
+        // Runs on this worker's runtime, like the request; ends when the sender is dropped
+        // (the downstream connection closed, or a newer connection replaced it) or the
+        // upstream closes.
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 }
 

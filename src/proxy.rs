@@ -17,14 +17,14 @@ use metrics::{counter, histogram, Counter, Histogram};
 
 use crate::auth::{AuthError, Authenticator, Outcome};
 use crate::config::Config;
-use crate::forward::{self, Peer, Upstream, UpstreamBody, UpstreamError};
+use crate::forward::{self, Peer, Upstream, UpstreamError};
 use crate::metrics as m;
 use crate::token::{self, Bearer};
 use crate::tokenreview;
 use crate::verify::Reject;
 
 /// Response body: the upstream's streamed body, or a small one of our own.
-pub type Body = Either<UpstreamBody, Full<Bytes>>;
+pub type Body = Either<Incoming, Full<Bytes>>;
 
 /// Everything every worker shares.
 pub struct Shared {
@@ -173,7 +173,7 @@ pub fn unavailable() -> Response<Body> {
 /// Entry point for every request on the main listener.
 pub async fn handle(
     worker: &Worker,
-    peer: &Arc<Peer>,
+    peer: &Peer,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let shared = &*worker.shared;
@@ -206,7 +206,7 @@ pub async fn handle(
     Ok(resp)
 }
 
-async fn proxy(worker: &Worker, peer: &Arc<Peer>, mut req: Request<Incoming>) -> Response<Body> {
+async fn proxy(worker: &Worker, peer: &Peer, mut req: Request<Incoming>) -> Response<Body> {
     let shared = &*worker.shared;
     let m = &shared.metrics;
     let Some(upstream) = &worker.upstream else {

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Two builds of tokenreview-proxy side by side, with HAProxy passthrough as the yardstick, in
+# alternating rounds of one run: whatever other tenants do to this shared machine hits all
+# three alike within a round, so the per-round ratios are comparable where lone req/s figures
+# are not. Each round runs HAProxy passthrough, build A and build B (cached token, oha, the
+# order rotated every round), then prints the round's req/s and ratios; the last lines give
+# the medians over the rounds.
+#
+# Usage: loadtest/ab.sh BIN_A BIN_B        (ROUNDS=5 DURATION=6s CONNS=64 by default)
+# Needs: oha, haproxy, nginx, openssl, python3, curl.
+source "$(dirname "$0")/lib.sh"
+need oha haproxy nginx openssl python3 curl
+[ $# -eq 2 ] || { echo "usage: $0 BIN_A BIN_B" >&2; exit 64; }
+A=$1 B=$2
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-6s}
+mkdir -p "$WORK"
+BIN=$A setup_keys
+start_nginx
+start_haproxy
+AUTH="Authorization: Bearer $TOKEN"
+
+# Build B listens 10 ports above build A (main and admin).
+start_build() { # bin port admin_port log
+  proxy_config "$WORK/ab-$2.toml"
+  sed -i "s/127.0.0.1:$PROXY_PORT\"/127.0.0.1:$2\"/; s/127.0.0.1:$PROXY_ADMIN_PORT\"/127.0.0.1:$3\"/" "$WORK/ab-$2.toml"
+  RUST_LOG=warn "$1" run --config "$WORK/ab-$2.toml" 2> "$4" 9>&- &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$3/readyz" >/dev/null && return 0
+    sleep 0.05
+  done
+  echo "proxy $1 not ready" >&2; cat "$4" >&2; exit 1
+}
+start_build "$A" "$PROXY_PORT" "$PROXY_ADMIN_PORT" "$WORK/ab-a.log"
+start_build "$B" $((PROXY_PORT + 10)) $((PROXY_ADMIN_PORT + 10)) "$WORK/ab-b.log"
+sleep 1
+
+declare -A URL=(
+  [haproxy]="http://127.0.0.1:$HAPROXY_PASS_PORT/"
+  [a]="http://127.0.0.1:$PROXY_PORT/"
+  [b]="http://127.0.0.1:$((PROXY_PORT + 10))/"
+)
+ORDERS=("haproxy a b" "a b haproxy" "b haproxy a")
+: > "$WORK/ab-rounds.txt"
+for r in $(seq 1 "$ROUNDS"); do
+  declare -A RPS=()
+  for who in ${ORDERS[$(( (r - 1) % 3 ))]}; do
+    res=$(oha_run "${URL[$who]}" -H "$AUTH")
+    set -- $res
+    if [ "$4" != 0 ]; then echo "round $r $who: $4 non-2xx or errors" >&2; exit 1; fi
+    RPS[$who]=$1
+  done
+  echo "${RPS[haproxy]} ${RPS[a]} ${RPS[b]}" >> "$WORK/ab-rounds.txt"
+  python3 -c "h,a,b=map(float,'${RPS[haproxy]} ${RPS[a]} ${RPS[b]}'.split()); print(f'round $r: HAProxy {h:,.0f}  A {a:,.0f} ({a/h:.2f}x)  B {b:,.0f} ({b/h:.2f}x)  B/A {b/a:.3f}')"
+done
+python3 - "$WORK/ab-rounds.txt" "$A" "$B" <<'PY'
+import sys, statistics as st
+rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+med = lambda xs: st.median(xs)
+print(f"A = {sys.argv[2]}, B = {sys.argv[3]}, {len(rows)} rounds")
+print(f"median A / HAProxy passthrough: {med([a/h for h,a,b in rows]):.3f}x")
+print(f"median B / HAProxy passthrough: {med([b/h for h,a,b in rows]):.3f}x")
+print(f"median B / A: {med([b/a for h,a,b in rows]):.3f}x")
+PY
