@@ -395,7 +395,7 @@ impl Upstream {
                 .within(self.send_dedicated(req, &peer.upstream))
                 .await
         } else {
-            tokio::time::timeout(self.timeout, Box::pin(self.send_pooled(req)))
+            crate::out_of_line(tokio::time::timeout(self.timeout, self.send_pooled(req)))
                 .await
                 .ok()
         };
@@ -523,7 +523,7 @@ impl Upstream {
             // Dropping a busy or closed connection closes it.
             _ => req,
         };
-        Box::pin(self.send_fresh(req, slot)).await
+        crate::out_of_line(self.send_fresh(req, slot)).await
     }
 
     /// Open a new upstream connection for this downstream connection and send on it.

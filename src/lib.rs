@@ -38,3 +38,14 @@ pub mod tls;
 pub mod token;
 pub mod tokenreview;
 pub mod verify;
+
+/// Box a rarely awaited future behind dynamic dispatch: neither its state nor its code becomes
+/// part of the future that awaits it. A `Box::pin` of the concrete type keeps the state out
+/// but lets the compiler inline the poll, and with it the code, into the caller's; every cached
+/// request runs through the caller's code, so the cold code spread its hot path over more
+/// instruction-cache lines.
+pub(crate) fn out_of_line<'a, T>(
+    f: impl std::future::Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
+    Box::pin(f)
+}

@@ -44,8 +44,18 @@ impl Authenticator {
             return Ok(hit);
         }
         // Boxed: the full path (moka, signature, JWKS refetch) is a future of several KiB,
-        // which would otherwise be part of every request's future and copied with it.
-        let result = Box::pin(self.authenticate(token, Audiences::Configured)).await;
+        // which would otherwise be part of every request's future and copied with it; and
+        // its code stays out of the request future's, which a repeat runs through.
+        crate::out_of_line(self.authenticate_and_remember(token, memo)).await
+    }
+
+    /// The path past the memo: the shared cache (or a verification), then the memo updated.
+    async fn authenticate_and_remember(
+        &self,
+        token: &str,
+        memo: &TokenMemo,
+    ) -> Result<(Arc<Outcome>, TokenHeaderValues), AuthError> {
+        let result = self.authenticate(token, Audiences::Configured).await;
         let headers = match result.as_deref() {
             Ok(Outcome::Accepted(v)) if self.mode != IdentityMode::None => v.ids.header_values(),
             _ => TokenHeaderValues::default(),

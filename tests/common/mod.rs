@@ -342,16 +342,6 @@ impl KeepAlive {
             .expect("request");
         collect(self.tx.send_request(req).await.expect("request failed")).await
     }
-
-    pub async fn post_with_token(&mut self, path: &str, token: &str, body: Bytes) -> Resp {
-        self.tx.ready().await.expect("connection still open");
-        let req = Request::post(path)
-            .header("host", "proxy.test")
-            .header("authorization", format!("Bearer {token}"))
-            .body(Full::new(body))
-            .expect("request");
-        collect(self.tx.send_request(req).await.expect("request failed")).await
-    }
 }
 
 pub fn recorded_header(upstream: &EchoUpstream, name: &str) -> Vec<String> {
