@@ -52,7 +52,9 @@ d) old=$(unique_tokens 2000 k1); new=$(unique_tokens 2000 k2)
    sleep 4; merge "$WORK/keys/k1.jwks.json" "$WORK/keys/k2.jwks.json" > "$WORK/jwks.tmp" && mv "$WORK/jwks.tmp" "$WORK/jwks.json"; touch "$marker"
    sleep 4; cp "$WORK/keys/k2.jwks.json" "$WORK/jwks.tmp" && mv "$WORK/jwks.tmp" "$WORK/jwks.json"
    wait $LOAD || true
-   echo "d: rotation under load: $(grep -E 'Requests/sec' "$WORK/rotate.txt"); non-2xx: $(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' "$WORK/rotate.txt" || echo 'Non-2xx or 3xx responses: 0')" ;;
+   echo "d: rotation under load: $(grep -E 'Requests/sec' "$WORK/rotate.txt"); non-2xx: $(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' "$WORK/rotate.txt" || echo 'Non-2xx or 3xx responses: 0')"
+   # Why, if any were refused (the proxy counts each rejection by reason).
+   curl -s "http://127.0.0.1:$PROXY_ADMIN_PORT/metrics" | grep -E '^tokenreview_proxy_(token_rejections_total|jwks_refetch_suppressed_total)' | grep -v ' 0$' | sed 's/^/   /' || true ;;
 e) body="{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenReview\",\"spec\":{\"token\":\"$TOKEN\"}}"
    report "e: TokenReview, cached token" "$(oha_run "http://127.0.0.1:$PROXY_PORT/apis/authentication.k8s.io/v1/tokenreviews" -m POST -T application/json -d "$body")" ;;
 m) n=${MEM_ENTRIES:-200000}; f=$(unique_tokens "$n" k1 ${MEM_PODS:+distinct-pods})

@@ -450,6 +450,8 @@ impl Authenticator {
         let key_serial = loop {
             let result = {
                 let _permit = self.verify_permits.acquire().await;
+                // Before the keys: a fetch completing after this read is seen by the refetch.
+                let seen = issuer.keys_generation();
                 let Some(keys) = issuer.store.usable() else {
                     return Err(AuthError::Unavailable { issuer: idx });
                 };
@@ -460,20 +462,20 @@ impl Authenticator {
                         .verify_duration
                         .record(started.elapsed().as_secs_f64());
                 }
-                r
+                (r, seen)
             };
             match result {
-                Ok(serial) => break serial,
-                Err(Reject::UnknownKey) => {
+                (Ok(serial), _) => break serial,
+                (Err(Reject::UnknownKey), seen) => {
                     attempts += 1;
-                    if attempts > 2 || !issuer.refetch_for_unknown_kid().await {
+                    if attempts > 2 || !issuer.refetch_for_unknown_kid(seen).await {
                         return Err(AuthError::Rejected {
                             reason: Reject::UnknownKey,
                             issuer: Some(idx),
                         });
                     }
                 }
-                Err(r) => return rejected(r, Some(idx)),
+                (Err(r), _) => return rejected(r, Some(idx)),
             }
         };
         Ok(Outcome::Accepted(Verified {

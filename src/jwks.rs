@@ -78,12 +78,27 @@ impl Issuer {
         }
     }
 
-    /// Called by a request whose `kid` is not in the current set. Returns true when a fetch
-    /// completed meanwhile (the caller should look again), false when the refetch was
-    /// suppressed by `min_refetch_interval` or did not finish within [`REFETCH_WAIT`].
-    pub async fn refetch_for_unknown_kid(&self) -> bool {
+    /// How many fetch attempts have completed. Read it before loading the keys a verification
+    /// uses, and hand it to [`Self::refetch_for_unknown_kid`].
+    pub fn keys_generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// Called by a request whose `kid` is not in the set it looked in, which it loaded after
+    /// reading `seen` from [`Self::keys_generation`]. Returns true when a fetch completed
+    /// since then (the caller should look again), false when the refetch was suppressed by
+    /// `min_refetch_interval` or did not finish within [`REFETCH_WAIT`].
+    ///
+    /// A fetch that completed between the caller's look and this call counts: another
+    /// request's refetch may just have installed the key (and started the rate limit), and
+    /// without this check the late request was refused `unknown_key` for a key the proxy
+    /// already had (seen once in 300k requests of the rotation load scenario).
+    pub async fn refetch_for_unknown_kid(&self, seen: u64) -> bool {
         let mut rx = self.generation.subscribe();
         let mut start = *rx.borrow_and_update();
+        if start != seen {
+            return true;
+        }
         {
             let Ok(mut last) = self.last_triggered.lock() else {
                 return false;
@@ -565,6 +580,43 @@ mod tests {
         let lo = next_refresh(S(300), S(10), LastFetch::Failure { consecutive: 3 }, 0.0);
         let hi = next_refresh(S(300), S(10), LastFetch::Failure { consecutive: 3 }, 0.999);
         assert!(lo >= Duration::from_millis(3200) && hi <= Duration::from_millis(4800));
+    }
+
+    fn issuer() -> Issuer {
+        let text = r#"
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[[issuers]]
+name = "unit"
+issuer = "https://iss.test"
+jwks_url = "http://127.0.0.1:1/unused"
+audiences = ["aud"]
+"#;
+        let cfg = crate::config::Config::parse(text, "(unit)").expect("config");
+        Issuer::new(cfg.issuers[0].clone())
+    }
+
+    /// What the refresher does when a fetch completes, minus the fetch.
+    fn fetch_completed(issuer: &Issuer) {
+        issuer.generation.send_modify(|g| *g = g.wrapping_add(1));
+        issuer.in_flight.store(false, Ordering::Release);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_looks_again_when_keys_changed_since_its_look() {
+        let issuer = issuer();
+        // Request B loads the keys (no new kid yet) ...
+        let seen_by_b = issuer.keys_generation();
+        // ... request A's refetch installs the new key meanwhile, starting the rate limit ...
+        *issuer.last_triggered.lock().expect("lock") = Some(Instant::now());
+        fetch_completed(&issuer);
+        // ... so B, refused by the key set it loaded, must look again, not give up.
+        assert!(issuer.refetch_for_unknown_kid(seen_by_b).await);
+        // A request that looked after that fetch is rate limited (nothing new to see).
+        let seen_now = issuer.keys_generation();
+        assert!(!issuer.refetch_for_unknown_kid(seen_now).await);
     }
 
     #[test]

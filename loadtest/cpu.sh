@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# CPU time per request, split into user and kernel (system) time, and context switches per
+# request, read from /proc for HAProxy passthrough and each tokenreview-proxy build given, under
+# the same oha load (cached token, N requests, 64 connections), in alternating rounds. Where
+# instructions.sh counts user-space instructions only, this shows what a request costs in time,
+# kernel included, and how the process is scheduled; like every timing here it moves with other
+# tenants' load, so compare within a round.
+#
+# Usage: loadtest/cpu.sh BIN...        (N=150000 ROUNDS=2 by default)
+# Needs: oha, haproxy, nginx, openssl, python3, curl.
+source "$(dirname "$0")/lib.sh"
+need oha haproxy nginx openssl python3 curl
+[ $# -ge 1 ] || { echo "usage: $0 BIN..." >&2; exit 64; }
+N=${N:-150000}
+ROUNDS=${ROUNDS:-2}
+mkdir -p "$WORK"
+BIN=$1 setup_keys
+start_nginx
+start_haproxy
+NAMES=(haproxy) PORTS=($HAPROXY_PASS_PORT) PROCS=(${PIDS[-1]})
+i=1
+for b in "$@"; do
+  port=$((PROXY_PORT + i * 10)) adm=$((PROXY_ADMIN_PORT + i * 10))
+  proxy_config "$WORK/cpu-$i.toml"
+  sed -i "s/127.0.0.1:$PROXY_PORT\"/127.0.0.1:$port\"/; s/127.0.0.1:$PROXY_ADMIN_PORT\"/127.0.0.1:$adm\"/" "$WORK/cpu-$i.toml"
+  RUST_LOG=warn "$b" run --config "$WORK/cpu-$i.toml" 2> "$WORK/cpu-$i.log" 9>&- &
+  PIDS+=($!)
+  NAMES+=("$(basename "$b")") PORTS+=($port) PROCS+=($!)
+  i=$((i + 1))
+done
+for p in "${PORTS[@]}"; do wait_port "$p"; done
+sleep 1
+
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }               # utime stime (clock ticks)
+switches() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v, n}'; }
+HZ=$(getconf CLK_TCK)
+for r in $(seq 1 "$ROUNDS"); do
+  for j in "${!NAMES[@]}"; do
+    p=${PROCS[$j]}
+    read -r u0 s0 < <(ticks "$p"); read -r v0 n0 < <(switches "$p")
+    oha --no-tui --output-format json -n "$N" -c 64 -H "Authorization: Bearer $TOKEN" \
+      "http://127.0.0.1:${PORTS[$j]}/" > "$WORK/cpu-oha.json" 2>/dev/null
+    read -r u1 s1 < <(ticks "$p"); read -r v1 n1 < <(switches "$p")
+    python3 - "$WORK/cpu-oha.json" "$r" "${NAMES[$j]}" "$N" "$HZ" $u0 $u1 $s0 $s1 $v0 $v1 $n0 $n1 <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); r, name = sys.argv[2], sys.argv[3]
+n, hz = int(sys.argv[4]), float(sys.argv[5])
+u0, u1, s0, s1, v0, v1, n0, n1 = map(int, sys.argv[6:14])
+ok = d["statusCodeDistribution"].get("200", 0)
+us = lambda a, b: (b - a) / hz * 1e6 / n
+print(f"round {r} {name:<24} {d['summary']['requestsPerSec']:>8,.0f} req/s  user {us(u0, u1):5.1f} us  "
+      f"sys {us(s0, s1):5.1f} us per request  switches per request: voluntary {(v1 - v0) / n:.3f}, "
+      f"involuntary {(n1 - n0) / n:.3f}  ({ok} of {n} got 200)")
+PY
+  done
+done
