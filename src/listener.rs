@@ -1,6 +1,7 @@
 //! Accepting connections: `SO_REUSEPORT` sockets (one per worker thread), optional TLS
-//! (rustls, ALPN h2 + http/1.1), hyper-util's auto builder (HTTP/1.1 and HTTP/2, h2c by prior
-//! knowledge on cleartext), a global connection limit, the header read and idle timeouts (both
+//! (rustls, ALPN h2 + http/1.1), hyper's HTTP/1 server for cleartext connections whose first
+//! bytes rule out the h2c preface and hyper-util's auto builder for the others (HTTP/1.1 and
+//! HTTP/2, h2c by prior knowledge on cleartext), a global connection limit, the header read and idle timeouts (both
 //! checked on one per-connection tick), and graceful shutdown.
 
 use std::io;
@@ -12,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -39,6 +41,10 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// Connection-level settings shared by every worker.
 pub struct ConnSettings {
     pub builder: auto::Builder<TokioExecutor>,
+    /// For cleartext connections whose first bytes rule out the h2c preface: hyper's HTTP/1
+    /// server directly, with the same settings as `builder`'s, without the auto builder's
+    /// replay of the bytes it read to choose (a wrapper on every read) and its dispatch.
+    pub http1: http1::Builder,
     pub tls: Option<TlsAcceptor>,
     pub idle_timeout: Duration,
     /// Bounds the TLS handshake, and each HTTP/1 request head from its first byte (the
@@ -60,6 +66,13 @@ impl ConnSettings {
             .max_buf_size(cfg.max_header_bytes.max(8192))
             .keep_alive(true)
             .writev(true);
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(None::<Duration>)
+            .max_buf_size(cfg.max_header_bytes.max(8192))
+            .keep_alive(true)
+            .writev(true);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -69,6 +82,7 @@ impl ConnSettings {
             .keep_alive_timeout(Duration::from_secs(20));
         ConnSettings {
             builder,
+            http1,
             tls,
             idle_timeout: cfg.idle_timeout,
             header_read_timeout: cfg.header_read_timeout,
@@ -131,17 +145,26 @@ async fn serve_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::new());
+    let ip = HeaderValue::from_str(&remote.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    // Cleartext: HTTP/1 unless the first bytes may be the h2c preface.
+    let http1_only = match &settings.tls {
+        None => match speaks_http1(&stream, settings.header_read_timeout).await {
+            Some(h1) => h1,
+            // Closed, or silent for header_read_timeout: what the head watch would do.
+            None => return,
+        },
+        Some(_) => false,
+    };
     let io = IdleIo {
         inner: stream,
         activity: activity.clone(),
-        sniffed: 0,
+        sniffed: if http1_only { SNIFFED } else { 0 },
     };
-    let ip = HeaderValue::from_str(&remote.ip().to_string())
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     match &settings.tls {
         None => {
             let peer = Arc::new(Peer::new(ip, false));
-            drive(worker, io, peer, activity, &settings, shutdown).await;
+            drive(worker, io, peer, activity, &settings, shutdown, http1_only).await;
         }
         Some(acceptor) => {
             let tls = match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(io))
@@ -161,7 +184,7 @@ async fn serve_connection(
                 activity.set_http2();
             }
             let peer = Arc::new(Peer::new(ip, true));
-            drive(worker, tls, peer, activity, &settings, shutdown).await;
+            drive(worker, tls, peer, activity, &settings, shutdown, false).await;
         }
     }
 }
@@ -172,7 +195,8 @@ async fn drive<I>(
     peer: Arc<Peer>,
     activity: Arc<Activity>,
     settings: &ConnSettings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    http1_only: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -189,7 +213,47 @@ async fn drive<I>(
             r
         }
     });
-    let conn = settings.builder.serve_connection(TokioIo::new(io), svc);
+    if http1_only {
+        let conn = settings.http1.serve_connection(TokioIo::new(io), svc);
+        supervise(
+            conn,
+            |c| c.graceful_shutdown(),
+            settings,
+            activity,
+            &conn_peer,
+            upstream_timeout,
+            shutdown,
+        )
+        .await;
+    } else {
+        let conn = settings.builder.serve_connection(TokioIo::new(io), svc);
+        supervise(
+            conn,
+            |c| c.graceful_shutdown(),
+            settings,
+            activity,
+            &conn_peer,
+            upstream_timeout,
+            shutdown,
+        )
+        .await;
+    }
+}
+
+/// Serve `conn` until it ends, enforcing the header read, idle and (HTTP/1) upstream timeouts
+/// on one tick, and starting a graceful shutdown (`graceful`) on shutdown or idleness.
+async fn supervise<C, E>(
+    conn: C,
+    graceful: fn(Pin<&mut C>),
+    settings: &ConnSettings,
+    activity: Arc<Activity>,
+    conn_peer: &Peer,
+    upstream_timeout: Option<Duration>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     tokio::pin!(conn);
     let idle = settings.idle_timeout;
     let head_timeout = settings.header_read_timeout;
@@ -208,7 +272,7 @@ async fn drive<I>(
     let mut upstream_wait = DeadlineWatch::default();
     let mut closing = *shutdown.borrow();
     if closing {
-        conn.as_mut().graceful_shutdown();
+        graceful(conn.as_mut());
     }
     loop {
         tokio::select! {
@@ -220,7 +284,7 @@ async fn drive<I>(
             }
             _ = shutdown.changed(), if !closing => {
                 closing = true;
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
             }
             _ = tick.tick() => {
                 if let Some(t) = upstream_timeout {
@@ -236,11 +300,24 @@ async fn drive<I>(
                     && activity.in_flight.load(Ordering::Acquire) == 0
                 {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    graceful(conn.as_mut());
                 }
             }
         }
     }
+}
+
+/// Wait for the connection's first bytes and tell whether they rule out the h2c preface
+/// (`Some(true)`: HTTP/1), or may be it (`Some(false)`: the auto builder reads on and
+/// decides). `None`: closed, or nothing within `timeout` (closed as the head watch would).
+/// The bytes are peeked, not read: the server reads them as usual.
+async fn speaks_http1(stream: &tokio::net::TcpStream, timeout: Duration) -> Option<bool> {
+    let mut first = [0u8; H2_PREFACE_START.len()];
+    let n = match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => return None,
+    };
+    Some(first[..n] != H2_PREFACE_START[..n])
 }
 
 /// The header read timeout, checked on the connection's tick. A head is pending when bytes

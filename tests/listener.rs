@@ -469,3 +469,28 @@ async fn idle_http2_connections_outlive_header_read_timeout() {
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     two_h2_requests_apart(&h, tls, "https").await;
 }
+
+/// A cleartext connection is served by hyper's HTTP/1 server directly when its first bytes
+/// rule out the h2c preface, and by the auto builder (which reads on) when they may be its
+/// start. Both, with the first bytes trickling in on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_bytes_that_trickle_in_are_served_on_either_path() {
+    let h = Harness::start().await;
+    let get = raw_get(&h, "/trickle");
+    let post = format!(
+        "POST /trickle HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+        h.token()
+    );
+    // "G" rules the preface out; "P" and "PRI * " may be its start.
+    for (req, first) in [(&get, 1), (&post, 1), (&post, 2), (&get, 0)] {
+        let mut s = TcpStream::connect(h.addr).await.unwrap();
+        if first > 0 {
+            s.write_all(&req.as_bytes()[..first]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        expect_200(&mut s, &req[first..]).await;
+        // And a second request on the same connection.
+        expect_200(&mut s, req).await;
+    }
+    assert_eq!(h.upstream.request_count(), 8);
+}
