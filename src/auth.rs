@@ -508,20 +508,8 @@ mod tests {
     const ISS: &str = "https://iss.test";
 
     fn authenticator(key: &TestKey) -> Authenticator {
-        let text = format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-[upstream]
-url = "http://127.0.0.1:1"
-[[issuers]]
-name = "unit"
-issuer = "{ISS}"
-jwks_url = "http://127.0.0.1:1/unused"
-audiences = ["aud"]
-"#
-        );
-        let cfg = Config::parse(&text, "(unit)").unwrap();
+        // Its issuer is ISS.
+        let cfg = Config::parse(crate::config::UNIT_TEST_CONFIG, "(unit)").unwrap();
         let issuer = Arc::new(Issuer::new(cfg.issuers[0].clone()));
         let jwks = serde_json::to_vec(&dev::jwks(&[key.public_jwk()])).unwrap();
         let parsed = parse_jwks(&jwks, &cfg.issuers[0].algorithms, None).unwrap();

@@ -816,6 +816,21 @@ fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
     })
 }
 
+/// A minimal valid config with one issuer (`unit`, `https://iss.test`, audience `aud`, keys
+/// from an unreachable URL) for unit tests that install their own keys.
+#[cfg(test)]
+pub(crate) const UNIT_TEST_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[[issuers]]
+name = "unit"
+issuer = "https://iss.test"
+jwks_url = "http://127.0.0.1:1/unused"
+audiences = ["aud"]
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -583,18 +583,8 @@ mod tests {
     }
 
     fn issuer() -> Issuer {
-        let text = r#"
-[server]
-listen = "127.0.0.1:0"
-[upstream]
-url = "http://127.0.0.1:1"
-[[issuers]]
-name = "unit"
-issuer = "https://iss.test"
-jwks_url = "http://127.0.0.1:1/unused"
-audiences = ["aud"]
-"#;
-        let cfg = crate::config::Config::parse(text, "(unit)").expect("config");
+        let cfg = crate::config::Config::parse(crate::config::UNIT_TEST_CONFIG, "(unit)")
+            .expect("config");
         Issuer::new(cfg.issuers[0].clone())
     }
 

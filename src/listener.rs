@@ -213,30 +213,25 @@ async fn drive<I>(
             r
         }
     });
+    // The same supervision for either server; only the connection's type differs.
+    macro_rules! serve_with {
+        ($builder:expr) => {
+            supervise(
+                $builder.serve_connection(TokioIo::new(io), svc),
+                |c| c.graceful_shutdown(),
+                settings,
+                activity,
+                &conn_peer,
+                upstream_timeout,
+                shutdown,
+            )
+            .await
+        };
+    }
     if http1_only {
-        let conn = settings.http1.serve_connection(TokioIo::new(io), svc);
-        supervise(
-            conn,
-            |c| c.graceful_shutdown(),
-            settings,
-            activity,
-            &conn_peer,
-            upstream_timeout,
-            shutdown,
-        )
-        .await;
+        serve_with!(settings.http1);
     } else {
-        let conn = settings.builder.serve_connection(TokioIo::new(io), svc);
-        supervise(
-            conn,
-            |c| c.graceful_shutdown(),
-            settings,
-            activity,
-            &conn_peer,
-            upstream_timeout,
-            shutdown,
-        )
-        .await;
+        serve_with!(settings.builder);
     }
 }
 
