@@ -21,17 +21,6 @@ start_haproxy
 AUTH="Authorization: Bearer $TOKEN"
 
 # Build B listens 10 ports above build A (main and admin).
-start_build() { # bin port admin_port log
-  proxy_config "$WORK/ab-$2.toml"
-  sed -i "s/127.0.0.1:$PROXY_PORT\"/127.0.0.1:$2\"/; s/127.0.0.1:$PROXY_ADMIN_PORT\"/127.0.0.1:$3\"/" "$WORK/ab-$2.toml"
-  RUST_LOG=warn "$1" run --config "$WORK/ab-$2.toml" 2> "$4" 9>&- &
-  PIDS+=($!)
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$3/readyz" >/dev/null && return 0
-    sleep 0.05
-  done
-  echo "proxy $1 not ready" >&2; cat "$4" >&2; exit 1
-}
 start_build "$A" "$PROXY_PORT" "$PROXY_ADMIN_PORT" "$WORK/ab-a.log"
 start_build "$B" $((PROXY_PORT + 10)) $((PROXY_ADMIN_PORT + 10)) "$WORK/ab-b.log"
 sleep 1

@@ -20,15 +20,11 @@ start_haproxy
 NAMES=(haproxy) PORTS=($HAPROXY_PASS_PORT) PROCS=(${PIDS[-1]})
 i=1
 for b in "$@"; do
-  port=$((PROXY_PORT + i * 10)) adm=$((PROXY_ADMIN_PORT + i * 10))
-  proxy_config "$WORK/cpu-$i.toml"
-  sed -i "s/127.0.0.1:$PROXY_PORT\"/127.0.0.1:$port\"/; s/127.0.0.1:$PROXY_ADMIN_PORT\"/127.0.0.1:$adm\"/" "$WORK/cpu-$i.toml"
-  RUST_LOG=warn "$b" run --config "$WORK/cpu-$i.toml" 2> "$WORK/cpu-$i.log" 9>&- &
-  PIDS+=($!)
-  NAMES+=("$(basename "$b")") PORTS+=($port) PROCS+=($!)
+  port=$((PROXY_PORT + i * 10))
+  start_build "$b" "$port" $((PROXY_ADMIN_PORT + i * 10)) "$WORK/cpu-$i.log"
+  NAMES+=("$(basename "$b")") PORTS+=($port) PROCS+=(${PIDS[-1]})
   i=$((i + 1))
 done
-for p in "${PORTS[@]}"; do wait_port "$p"; done
 sleep 1
 
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }               # utime stime (clock ticks)

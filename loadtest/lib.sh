@@ -182,6 +182,19 @@ start_proxy() {
   echo "proxy not ready" >&2; cat "$WORK/proxy.log" >&2; exit 1
 }
 
+# start_build BIN PORT ADMIN_PORT LOG: one more proxy, possibly another build, with the
+# load-test config on other ports (for side-by-side runs); its pid is ${PIDS[-1]}.
+start_build() {
+  PROXY_PORT=$2 PROXY_ADMIN_PORT=$3 proxy_config "$WORK/proxy-$2.toml"
+  RUST_LOG=warn "$1" run --config "$WORK/proxy-$2.toml" 2> "$4" 9>&- &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$3/readyz" >/dev/null && return 0
+    sleep 0.05
+  done
+  echo "proxy $1 not ready" >&2; cat "$4" >&2; exit 1
+}
+
 proxy_rss_kib() {
   local pid=${PIDS[-1]}
   awk '/VmRSS/ {print $2}' "/proc/$pid/status"

@@ -448,10 +448,11 @@ impl Authenticator {
         // published (the rate limit then decides whether a new fetch happens).
         let mut attempts = 0;
         let key_serial = loop {
+            // Before the keys are loaded: a fetch completing after this read is seen by the
+            // refetch below.
+            let seen = issuer.keys_generation();
             let result = {
                 let _permit = self.verify_permits.acquire().await;
-                // Before the keys: a fetch completing after this read is seen by the refetch.
-                let seen = issuer.keys_generation();
                 let Some(keys) = issuer.store.usable() else {
                     return Err(AuthError::Unavailable { issuer: idx });
                 };
@@ -462,11 +463,11 @@ impl Authenticator {
                         .verify_duration
                         .record(started.elapsed().as_secs_f64());
                 }
-                (r, seen)
+                r
             };
             match result {
-                (Ok(serial), _) => break serial,
-                (Err(Reject::UnknownKey), seen) => {
+                Ok(serial) => break serial,
+                Err(Reject::UnknownKey) => {
                     attempts += 1;
                     if attempts > 2 || !issuer.refetch_for_unknown_kid(seen).await {
                         return Err(AuthError::Rejected {
@@ -475,7 +476,7 @@ impl Authenticator {
                         });
                     }
                 }
-                (Err(r), _) => return rejected(r, Some(idx)),
+                Err(r) => return rejected(r, Some(idx)),
             }
         };
         Ok(Outcome::Accepted(Verified {

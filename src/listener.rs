@@ -1,8 +1,8 @@
 //! Accepting connections: `SO_REUSEPORT` sockets (one per worker thread), optional TLS
 //! (rustls, ALPN h2 + http/1.1), hyper's HTTP/1 server for cleartext connections whose first
 //! bytes rule out the h2c preface and hyper-util's auto builder for the others (HTTP/1.1 and
-//! HTTP/2, h2c by prior knowledge on cleartext), a global connection limit, the header read and idle timeouts (both
-//! checked on one per-connection tick), and graceful shutdown.
+//! HTTP/2, h2c by prior knowledge on cleartext), a global connection limit, the header read and
+//! idle timeouts (both checked on one per-connection tick), and graceful shutdown.
 
 use std::io;
 use std::net::SocketAddr;
@@ -54,25 +54,25 @@ pub struct ConnSettings {
 
 impl ConnSettings {
     pub fn new(cfg: &ServerConfig, tls: Option<TlsAcceptor>) -> ConnSettings {
+        // One set of HTTP/1 settings for both servers (their builder types differ).
+        macro_rules! http1_settings {
+            ($b:expr) => {
+                $b.timer(TokioTimer::new())
+                    // Enforced by `supervise`'s tick instead. hyper's own timer runs from the
+                    // end of one response to the next head, so it also closed idle keep-alive
+                    // connections after `header_read_timeout` (not `idle_timeout`), and it arms
+                    // and drops a timer on every request (1.8k instructions, 4% of a cached
+                    // request).
+                    .header_read_timeout(None::<Duration>)
+                    .max_buf_size(cfg.max_header_bytes.max(8192))
+                    .keep_alive(true)
+                    .writev(true)
+            };
+        }
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            // Enforced by `drive`'s tick instead. hyper's own timer runs from the end of one
-            // response to the next head, so it also closed idle keep-alive connections after
-            // `header_read_timeout` (not `idle_timeout`), and it arms and drops a timer on
-            // every request (1.8k instructions, 4% of a cached request).
-            .header_read_timeout(None::<Duration>)
-            .max_buf_size(cfg.max_header_bytes.max(8192))
-            .keep_alive(true)
-            .writev(true);
+        http1_settings!(builder.http1());
         let mut http1 = http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(None::<Duration>)
-            .max_buf_size(cfg.max_header_bytes.max(8192))
-            .keep_alive(true)
-            .writev(true);
+        http1_settings!(http1);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -148,13 +148,14 @@ async fn serve_connection(
     let ip = HeaderValue::from_str(&remote.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     // Cleartext: HTTP/1 unless the first bytes may be the h2c preface.
-    let http1_only = match &settings.tls {
-        None => match speaks_http1(&stream, settings.header_read_timeout).await {
+    let http1_only = if settings.tls.is_none() {
+        match speaks_http1(&stream, settings.header_read_timeout).await {
             Some(h1) => h1,
             // Closed, or silent for header_read_timeout: what the head watch would do.
             None => return,
-        },
-        Some(_) => false,
+        }
+    } else {
+        false
     };
     let io = IdleIo {
         inner: stream,
