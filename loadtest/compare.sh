@@ -13,6 +13,8 @@
 # then prints req/s, p50/p99 and non-2xx for each, and our/peer ratios.
 #
 # Usage: loadtest/compare.sh          (DURATION=10s CONNS=64 UNIQUE=200000 by default)
+#        BIN=target/pgo/release/tokenreview-proxy NO_BUILD=1 loadtest/compare.sh: race the
+#        profile-guided build (loadtest/pgo.sh) instead of `cargo build --release`'s.
 # Needs: oha (cargo install oha), haproxy, nginx, wrk, openssl, python3.
 source "$(dirname "$0")/lib.sh"
 need oha haproxy nginx wrk openssl python3 curl
@@ -24,6 +26,7 @@ UNIQ_FILE=$(unique_tokens "$UNIQUE")
 start_nginx
 start_haproxy
 start_proxy
+echo "tokenreview-proxy under test: $BIN" >&2
 AUTH="Authorization: Bearer $TOKEN"
 
 declare -A R

@@ -44,7 +44,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# NO_BUILD=1: use $BIN as it is (pgo.sh trains an instrumented build through scenarios.sh).
 build() {
+  [ -n "${NO_BUILD:-}" ] && return 0
   (cd "$ROOT" && cargo build --release --quiet)
 }
 
