@@ -33,7 +33,7 @@ ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }               # utime stime 
 switches() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v, n}'; }
 # The other two processes on the machine's cores: nginx's workers, and oha (bash's `time`).
 NGINX_WORKERS=$(pgrep -f "nginx: worker" | paste -sd' ')
-nginx_ticks() { for p in $NGINX_WORKERS; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
+nginx_ticks() { for p in $NGINX_WORKERS; do ticks "$p"; done | awk '{s += $1 + $2} END {print s}'; }
 idle_ticks() { awk '/^cpu / {print $5}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 TIMEFORMAT='%U %S'

@@ -17,9 +17,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+version=$(rustc -vV)
+major=$(sed -n 's/^LLVM version: \([0-9]*\).*/\1/p' <<< "$version")
+host=$(sed -n 's/^host: //p' <<< "$version")
 profdata=
-for c in "llvm-profdata-$major" "$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata" llvm-profdata; do
+for c in "llvm-profdata-$major" "$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata" llvm-profdata; do
   if command -v "$c" >/dev/null 2>&1 && "$c" --version 2>/dev/null | grep -q "LLVM version $major\."; then
     profdata=$c
     break
