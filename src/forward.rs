@@ -3,12 +3,14 @@
 //! upstream's `Incoming` body is handed back.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use futures_util::future::{Either, FutureExt};
 use http::header::{Entry, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, Uri, Version};
@@ -191,6 +193,16 @@ type Connector = HttpsConnector<HttpConnector>;
 type UpstreamClient = Client<Connector, Incoming>;
 type Sender = http1::SendRequest<Incoming>;
 
+/// The upstream's response head as the client gets it (hop-by-hop headers gone), or why there
+/// is none (`None`: the upstream timeout passed).
+fn response_head(
+    sent: Option<Result<Response<Incoming>, UpstreamError>>,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let mut resp = sent.ok_or(UpstreamError::Timeout)??;
+    strip_hop_by_hop(resp.headers_mut());
+    Ok(resp)
+}
+
 /// The upstream HTTP/1 connection that belongs to one downstream HTTP/1 connection, idle
 /// between requests. HTTP/1 serves one request at a time, so a downstream connection never
 /// needs more than one upstream connection, and needs no pool: no pool lock, no pool map
@@ -234,19 +246,17 @@ pub struct UpstreamDeadline {
 pub struct DeadlineWatch(Option<(u32, Instant)>);
 
 impl UpstreamDeadline {
-    /// Run `fut` (the upstream call) to completion, or until the tick marks it expired.
-    async fn within<F: Future>(&self, fut: F) -> Option<F::Output> {
+    /// Run `fut` (the upstream call) to completion, or until the tick marks it expired
+    /// (`None`). The wait counts from this call.
+    fn within<F: Future>(&self, fut: F) -> Within<'_, F> {
         let n = self.started.load(Ordering::Relaxed).wrapping_add(1).max(1);
         self.started.store(n, Ordering::Relaxed);
         self.waiting.store(true, Ordering::Release);
-        let _done = NotWaiting(&self.waiting);
-        let mut fut = std::pin::pin!(fut);
-        std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
-            Poll::Ready(v) => Poll::Ready(Some(v)),
-            Poll::Pending if self.expired.load(Ordering::Acquire) == n => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        })
-        .await
+        Within {
+            fut,
+            n,
+            done: NotWaiting(self),
+        }
     }
 
     /// Called on the connection's tick: mark the waiting request expired once it has waited
@@ -268,12 +278,38 @@ impl UpstreamDeadline {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// [`UpstreamDeadline::within`]'s future.
+    struct Within<'a, F> {
+        #[pin]
+        fut: F,
+        // The request's number.
+        n: u32,
+        done: NotWaiting<'a>,
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.fut.poll(cx) {
+            Poll::Ready(v) => Poll::Ready(Some(v)),
+            Poll::Pending if this.done.0.expired.load(Ordering::Acquire) == *this.n => {
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// Clears `waiting` however the upstream call ends (answered, expired, or dropped).
-struct NotWaiting<'a>(&'a AtomicBool);
+struct NotWaiting<'a>(&'a UpstreamDeadline);
 
 impl Drop for NotWaiting<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.waiting.store(false, Ordering::Release);
     }
 }
 
@@ -380,31 +416,60 @@ impl Upstream {
 
     /// Rewrite an authenticated request for the upstream and send it. The caller has already
     /// stripped spoofable identity headers.
-    pub async fn forward(
-        &self,
+    ///
+    /// The request is rewritten, and on an HTTP/1 client's idle upstream connection (the
+    /// common case) handed over, before the returned future is first polled. That future is
+    /// then only the wait for the response, a few combinators deep, not nested `async fn`s:
+    /// each of those keeps its own copy of what it was called with, and the request's future
+    /// lives in the connection's memory, which a keep-alive client comes back to only after
+    /// the other connections' requests have run (cold in the cache). The rarer paths (a new
+    /// upstream connection, an HTTP/2 client's pooled request, a rewrite error) are boxed.
+    pub fn forward<'a>(
+        &'a self,
         req: Request<Incoming>,
         identity_headers: &[(HeaderName, HeaderValue)],
         token_headers: TokenHeaderValues,
-        peer: &Peer,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+        peer: &'a Peer,
+    ) -> impl Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'a {
         // HTTP/1 clients send one request at a time: they get their own upstream connection.
         let dedicated = req.version() <= Version::HTTP_11;
-        let req = self.rewrite(req, identity_headers, token_headers, peer, dedicated)?;
-        let sent = if dedicated {
-            peer.deadline
-                .within(self.send_dedicated(req, &peer.upstream))
-                .await
-        } else {
-            crate::out_of_line(tokio::time::timeout(self.timeout, self.send_pooled(req)))
-                .await
-                .ok()
+        let req = match self.rewrite(req, identity_headers, token_headers, peer, dedicated) {
+            Ok(req) => req,
+            Err(e) => return Either::Right(crate::out_of_line(std::future::ready(Err(e)))),
         };
-        let mut resp = match sent {
-            None => return Err(UpstreamError::Timeout),
-            Some(r) => r?,
-        };
-        strip_hop_by_hop(resp.headers_mut());
-        Ok(resp)
+        if !dedicated {
+            return Either::Right(crate::out_of_line(async move {
+                let sent = tokio::time::timeout(self.timeout, self.send_pooled(req)).await;
+                response_head(sent.ok())
+            }));
+        }
+        let slot = &peer.upstream;
+        match slot.take() {
+            Some(mut sender) if sender.is_ready() => {
+                // hyper queues the request now; the future only waits for the response.
+                let response = sender.try_send_request(req);
+                slot.put(sender);
+                let response = response.then(move |r| match r {
+                    Ok(resp) => Either::Left(std::future::ready(Ok(resp))),
+                    // Handed back unsent: the upstream closed this idle connection just now.
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => {
+                            Either::Right(crate::out_of_line(self.send_fresh(unsent, slot)))
+                        }
+                        None => {
+                            tracing::debug!(error = %e.error(), "upstream request failed");
+                            Either::Left(std::future::ready(Err(UpstreamError::Failed)))
+                        }
+                    },
+                });
+                Either::Left(peer.deadline.within(response).map(response_head))
+            }
+            // No connection yet, or one still busy after a timed-out request, or closed by
+            // the upstream: dropping it closes it, and a new one is opened.
+            _ => Either::Right(crate::out_of_line(async move {
+                response_head(peer.deadline.within(self.send_fresh(req, slot)).await)
+            })),
+        }
     }
 
     /// The request as the upstream gets it: hop-by-hop headers gone, the token kept or dropped
@@ -491,39 +556,6 @@ impl Upstream {
                 UpstreamError::Failed
             }
         })
-    }
-
-    /// Send over the downstream connection's own upstream connection. The common case is
-    /// short and keeps this future small (it is part of every request's future): the idle
-    /// connection takes the request at once and goes back into the slot, and only the wait
-    /// for the response head remains. Anything else (no connection yet, still busy after a
-    /// timed-out request, closed by the upstream) goes to [`Self::send_fresh`].
-    async fn send_dedicated(
-        &self,
-        req: Request<Incoming>,
-        slot: &UpstreamSlot,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let req = match slot.take() {
-            Some(mut sender) if sender.is_ready() => {
-                // hyper queues the request now; the future only waits for the response.
-                let response = sender.try_send_request(req);
-                slot.put(sender);
-                match response.await {
-                    Ok(resp) => return Ok(resp),
-                    // Handed back unsent: the upstream closed this idle connection just now.
-                    Err(mut e) => match e.take_message() {
-                        Some(unsent) => unsent,
-                        None => {
-                            tracing::debug!(error = %e.error(), "upstream request failed");
-                            return Err(UpstreamError::Failed);
-                        }
-                    },
-                }
-            }
-            // Dropping a busy or closed connection closes it.
-            _ => req,
-        };
-        crate::out_of_line(self.send_fresh(req, slot)).await
     }
 
     /// Open a new upstream connection for this downstream connection and send on it.

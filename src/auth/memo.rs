@@ -32,25 +32,10 @@ struct Memo {
 pub const MEMO_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Authenticator {
-    /// [`Self::authenticate`] for the configured audiences, first trying the connection's
-    /// memo of its last accepted token. With the outcome come the token's per-token header
-    /// values (empty unless accepted).
-    pub async fn authenticate_repeat(
-        &self,
-        token: &str,
-        memo: &TokenMemo,
-    ) -> Result<(Arc<Outcome>, TokenHeaderValues), AuthError> {
-        if let Some(hit) = self.memo_hit(token, memo) {
-            return Ok(hit);
-        }
-        // Boxed: the full path (moka, signature, JWKS refetch) is a future of several KiB,
-        // which would otherwise be part of every request's future and copied with it; and
-        // its code stays out of the request future's, which a repeat runs through.
-        crate::out_of_line(self.authenticate_and_remember(token, memo)).await
-    }
-
-    /// The path past the memo: the shared cache (or a verification), then the memo updated.
-    async fn authenticate_and_remember(
+    /// [`Self::authenticate`] for the configured audiences, for a token the connection's memo
+    /// did not answer ([`Self::memo_hit`]); the memo then keeps the outcome if accepted. With
+    /// the outcome come the token's per-token header values (empty unless accepted).
+    pub async fn authenticate_and_remember(
         &self,
         token: &str,
         memo: &TokenMemo,
@@ -71,7 +56,14 @@ impl Authenticator {
         result.map(|outcome| (outcome, headers))
     }
 
-    fn memo_hit(&self, token: &str, memo: &TokenMemo) -> Option<(Arc<Outcome>, TokenHeaderValues)> {
+    /// The connection's memo's answer for `token`, if it has one (a repeat of its last
+    /// accepted token, within [`MEMO_TTL`], that passes the recheck). Synchronous: the
+    /// request path tries it before building any future for the full path.
+    pub fn memo_hit(
+        &self,
+        token: &str,
+        memo: &TokenMemo,
+    ) -> Option<(Arc<Outcome>, TokenHeaderValues)> {
         let m = memo.0.lock().ok()?;
         let m = m.as_ref()?;
         // Constant time: one HTTP/2 connection may carry many clients' tokens (a gateway).
