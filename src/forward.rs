@@ -2,7 +2,7 @@
 //! untouched: the downstream `Incoming` body is handed to the upstream client, and the
 //! upstream's `Incoming` body is handed back.
 
-use std::future::Future;
+use std::future::{ready, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -435,7 +435,7 @@ impl Upstream {
         let dedicated = req.version() <= Version::HTTP_11;
         let req = match self.rewrite(req, identity_headers, token_headers, peer, dedicated) {
             Ok(req) => req,
-            Err(e) => return Either::Right(crate::out_of_line(std::future::ready(Err(e)))),
+            Err(e) => return Either::Right(crate::out_of_line(ready(Err(e)))),
         };
         if !dedicated {
             return Either::Right(crate::out_of_line(async move {
@@ -450,7 +450,7 @@ impl Upstream {
                 let response = sender.try_send_request(req);
                 slot.put(sender);
                 let response = response.then(move |r| match r {
-                    Ok(resp) => Either::Left(std::future::ready(Ok(resp))),
+                    Ok(resp) => Either::Left(ready(Ok(resp))),
                     // Handed back unsent: the upstream closed this idle connection just now.
                     Err(mut e) => match e.take_message() {
                         Some(unsent) => {
@@ -458,7 +458,7 @@ impl Upstream {
                         }
                         None => {
                             tracing::debug!(error = %e.error(), "upstream request failed");
-                            Either::Left(std::future::ready(Err(UpstreamError::Failed)))
+                            Either::Left(ready(Err(UpstreamError::Failed)))
                         }
                     },
                 });

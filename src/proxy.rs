@@ -251,25 +251,24 @@ fn proxy<'a>(
         Bearer::Token(t) => shared.auth.memo_hit(t, &peer.memo),
     };
     match auth {
-        Some(auth) => {
-            future::Either::Right(future::Either::Left(forward(upstream, m, req, auth, peer)))
-        }
+        Some(auth) => future::Either::Right(future::Either::Left(send_accepted(
+            upstream, m, req, auth, peer,
+        ))),
         // The full path (shared cache or verification) is a future of several KiB: boxed.
         None => future::Either::Right(future::Either::Right(crate::out_of_line(
-            authenticate_and_forward(worker, upstream, peer, req),
+            authenticate_and_send(shared, upstream, peer, req),
         ))),
     }
 }
 
 /// The path of a token the connection's memo did not answer: the shared cache, or a
 /// verification, then the memo updated; then forward.
-async fn authenticate_and_forward(
-    worker: &Worker,
+async fn authenticate_and_send(
+    shared: &Shared,
     upstream: &Upstream,
     peer: &Peer,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let shared = &*worker.shared;
     let Bearer::Token(t) = token::extract(req.headers()) else {
         // Not reached: proxy() found exactly one bearer token in these same headers.
         return missing_token();
@@ -278,12 +277,12 @@ async fn authenticate_and_forward(
         Ok(a) => a,
         Err(e) => return auth_failed(shared, t, e),
     };
-    forward(upstream, &shared.metrics, req, auth, peer).await
+    send_accepted(upstream, &shared.metrics, req, auth, peer).await
 }
 
-/// Forward an authenticated request: handed to the upstream at once, the returned future
-/// waits for the response.
-fn forward<'a>(
+/// Send an authenticated request upstream ([`Upstream::forward`]): handed over at once, the
+/// returned future waits for the response.
+fn send_accepted<'a>(
     upstream: &'a Upstream,
     m: &'a RequestMetrics,
     req: Request<Incoming>,
