@@ -4,9 +4,11 @@
 # three alike within a round, so the per-round ratios are comparable where lone req/s figures
 # are not. Each round runs HAProxy passthrough, build A and build B (cached token, oha, the
 # order rotated every round), then prints the round's req/s and ratios; the last lines give
-# the medians over the rounds.
+# the medians over the rounds. With RATE=N, every run is offered N req/s instead (oha -q, with
+# latency correction) and the figure compared is the p99 latency, where lower is better.
 #
 # Usage: loadtest/ab.sh BIN_A BIN_B        (ROUNDS=5 DURATION=6s CONNS=64 by default)
+#        RATE=35000 loadtest/ab.sh BIN_A BIN_B: p99 at a fixed offered load
 # Needs: oha, haproxy, nginx, openssl, python3, curl.
 source "$(dirname "$0")/lib.sh"
 need oha haproxy nginx openssl python3 curl
@@ -14,6 +16,10 @@ need oha haproxy nginx openssl python3 curl
 A=$1 B=$2
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-6s}
+RATE=${RATE:-}
+# The field of oha_run's result compared: req/s, or p99 ms at a fixed rate.
+FIELD=$([ -n "$RATE" ] && echo 3 || echo 1)
+WHAT=$([ -n "$RATE" ] && echo "p99 ms at $RATE req/s" || echo "req/s")
 mkdir -p "$WORK"
 BIN=$A setup_keys
 start_nginx
@@ -35,19 +41,19 @@ ORDERS=("haproxy a b" "a b haproxy" "b haproxy a")
 for r in $(seq 1 "$ROUNDS"); do
   declare -A RPS=()
   for who in ${ORDERS[$(( (r - 1) % 3 ))]}; do
-    res=$(oha_run "${URL[$who]}" -H "$AUTH")
+    res=$(OHA_RATE=$RATE oha_run "${URL[$who]}" -H "$AUTH")
     set -- $res
     if [ "$4" != 0 ]; then echo "round $r $who: $4 non-2xx or errors" >&2; exit 1; fi
-    RPS[$who]=$1
+    RPS[$who]=${!FIELD}
   done
   echo "${RPS[haproxy]} ${RPS[a]} ${RPS[b]}" >> "$WORK/ab-rounds.txt"
-  python3 -c "h,a,b=map(float,'${RPS[haproxy]} ${RPS[a]} ${RPS[b]}'.split()); print(f'round $r: HAProxy {h:,.0f}  A {a:,.0f} ({a/h:.2f}x)  B {b:,.0f} ({b/h:.2f}x)  B/A {b/a:.3f}')"
+  python3 -c "h,a,b=map(float,'${RPS[haproxy]} ${RPS[a]} ${RPS[b]}'.split()); print(f'round $r ($WHAT): HAProxy {h:,.3g}  A {a:,.3g} ({a/h:.2f}x)  B {b:,.3g} ({b/h:.2f}x)  B/A {b/a:.3f}')"
 done
-python3 - "$WORK/ab-rounds.txt" "$A" "$B" <<'PY'
+python3 - "$WORK/ab-rounds.txt" "$A" "$B" "$WHAT" <<'PY'
 import sys, statistics as st
 rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
 med = lambda xs: st.median(xs)
-print(f"A = {sys.argv[2]}, B = {sys.argv[3]}, {len(rows)} rounds")
+print(f"A = {sys.argv[2]}, B = {sys.argv[3]}, {len(rows)} rounds, comparing {sys.argv[4]}")
 print(f"median A / HAProxy passthrough: {med([a/h for h,a,b in rows]):.3f}x")
 print(f"median B / HAProxy passthrough: {med([b/h for h,a,b in rows]):.3f}x")
 print(f"median B / A: {med([b/a for h,a,b in rows]):.3f}x")
