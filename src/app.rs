@@ -93,18 +93,20 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     };
 
     // Bind everything before spawning anything, so errors surface here.
-    let bind = |addr, what| {
-        listener::bind_reuseport(addr).map_err(|source| StartError::Bind { addr, what, source })
-    };
-    let first = bind(config.server.listen, "server.listen")?;
-    let addr = first.local_addr().map_err(|source| StartError::Bind {
-        addr: config.server.listen,
+    let listen = config.server.listen;
+    let listen_error = |source| StartError::Bind {
+        addr: listen,
         what: "server.listen",
         source,
-    })?;
+    };
+    if listen.port() != 0 {
+        listener::check_unused(listen).map_err(listen_error)?;
+    }
+    let first = listener::bind_reuseport(listen).map_err(listen_error)?;
+    let addr = first.local_addr().map_err(listen_error)?;
     let mut sockets = vec![first];
     for _ in 1..config.server.workers {
-        sockets.push(bind(addr, "server.listen")?);
+        sockets.push(listener::bind_reuseport(addr).map_err(listen_error)?);
     }
     let admin_std =
         std::net::TcpListener::bind(config.admin.listen).map_err(|source| StartError::Bind {

@@ -41,6 +41,16 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Fail with "address in use" if anything listens on `addr` already. `SO_REUSEPORT` lets
+/// every socket of the same user bind a port that is in use by another `SO_REUSEPORT` socket:
+/// without this check, a second proxy started on the same port (a stale process, a second
+/// `run` by mistake) would quietly take a share of the connections instead of failing.
+pub fn check_unused(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+}
+
 /// Connection-level settings shared by every worker.
 pub struct ConnSettings {
     pub builder: auto::Builder<TokioExecutor>,

@@ -287,15 +287,13 @@ fn inspect_reads_stdin_and_rejects_garbage() {
     assert!(stderr(&o).contains("not a compact JWS"));
 }
 
-#[test]
-fn run_exits_cleanly_on_sigterm() {
-    use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let (_, jwks) = keygen_es256(dir.path(), "k1");
-    let cfg = write_config(&format!(
+/// A config for `run`: an ES256 key file issuer, nothing listening upstream.
+fn run_config(dir: &std::path::Path, listen: &str) -> tempfile::NamedTempFile {
+    let (_, jwks) = keygen_es256(dir, "k1");
+    write_config(&format!(
         r#"
 [server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 shutdown_grace = "5s"
 [admin]
 listen = "127.0.0.1:0"
@@ -309,13 +307,24 @@ audiences = ["svc"]
 algorithms = ["ES256"]
 "#,
         jwks.display()
-    ));
+    ))
+}
+
+/// Start `run` and read its log until it says it started.
+fn start_run(
+    cfg: &tempfile::NamedTempFile,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+    String,
+) {
+    use std::io::BufRead;
     let mut child = Command::new(BIN)
         .args(["run", "--config", cfg.path().to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     let mut log = String::new();
     while stderr.read_line(&mut line).unwrap() > 0 {
@@ -326,24 +335,82 @@ algorithms = ["ES256"]
         line.clear();
     }
     assert!(log.contains("tokenreview-proxy started"), "{log}");
+    (child, stderr, log)
+}
+
+/// Wait up to 10 s for `child` to exit.
+fn exit_within_10s(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("no exit within 10 s of {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &std::process::Child) {
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit within 10 s of SIGTERM"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+}
+
+#[test]
+fn run_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = run_config(dir.path(), "127.0.0.1:0");
+    let (mut child, mut stderr, log) = start_run(&cfg);
+    sigterm(&child);
+    let status = exit_within_10s(&mut child, "SIGTERM");
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
     assert_eq!(status.code(), Some(0), "{log}{rest}");
     assert!(rest.contains("shutting down"), "{rest}");
+}
+
+/// The listener is one `SO_REUSEPORT` socket per worker, and such sockets let any process of
+/// the same user bind the port too. A second proxy started on the port of a running one must
+/// fail ("address in use", exit 1), not quietly take a share of its connections.
+#[test]
+fn a_second_run_on_a_port_in_use_fails_instead_of_sharing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let cfg = run_config(dir.path(), &listen);
+    let (first, _first_log, _) = start_run(&cfg);
+    // Killed however the test ends: a survivor would hold the test's output pipe open.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut first = KillOnDrop(first);
+
+    let mut second = Command::new(BIN)
+        .args(["run", "--config", cfg.path().to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = exit_within_10s(&mut second, "starting on a port in use");
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err);
+    sigterm(&first.0);
+    exit_within_10s(&mut first.0, "SIGTERM");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {listen} (server.listen)")),
+        "{err}"
+    );
 }
