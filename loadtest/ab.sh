@@ -20,6 +20,7 @@ RATE=${RATE:-}
 # The field of oha_run's result compared: req/s, or p99 ms at a fixed rate.
 FIELD=$([ -n "$RATE" ] && echo 3 || echo 1)
 WHAT=$([ -n "$RATE" ] && echo "p99 ms at $RATE req/s" || echo "req/s")
+FMT=$([ -n "$RATE" ] && echo ".3f" || echo ",.0f")
 mkdir -p "$WORK"
 BIN=$A setup_keys
 start_nginx
@@ -47,7 +48,7 @@ for r in $(seq 1 "$ROUNDS"); do
     RPS[$who]=${!FIELD}
   done
   echo "${RPS[haproxy]} ${RPS[a]} ${RPS[b]}" >> "$WORK/ab-rounds.txt"
-  python3 -c "h,a,b=map(float,'${RPS[haproxy]} ${RPS[a]} ${RPS[b]}'.split()); print(f'round $r ($WHAT): HAProxy {h:,.3g}  A {a:,.3g} ({a/h:.2f}x)  B {b:,.3g} ({b/h:.2f}x)  B/A {b/a:.3f}')"
+  python3 -c "h,a,b=map(float,'${RPS[haproxy]} ${RPS[a]} ${RPS[b]}'.split()); f='$FMT'; print(f'round $r ($WHAT): HAProxy {h:{f}}  A {a:{f}} ({a/h:.2f}x)  B {b:{f}} ({b/h:.2f}x)  B/A {b/a:.3f}')"
 done
 python3 - "$WORK/ab-rounds.txt" "$A" "$B" "$WHAT" <<'PY'
 import sys, statistics as st
