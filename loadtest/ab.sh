@@ -17,10 +17,12 @@ A=$1 B=$2
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-6s}
 RATE=${RATE:-}
-# The field of oha_run's result compared: req/s, or p99 ms at a fixed rate.
-FIELD=$([ -n "$RATE" ] && echo 3 || echo 1)
-WHAT=$([ -n "$RATE" ] && echo "p99 ms at $RATE req/s" || echo "req/s")
-FMT=$([ -n "$RATE" ] && echo ".3f" || echo ",.0f")
+# What is compared: oha_run's result field, its name, and how it is printed.
+if [ -n "$RATE" ]; then
+  FIELD=3 WHAT="p99 ms at $RATE req/s" FMT=.3f
+else
+  FIELD=1 WHAT=req/s FMT=,.0f
+fi
 mkdir -p "$WORK"
 BIN=$A setup_keys
 start_nginx
