@@ -58,8 +58,8 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 run haproxy_jwt_uniq "$(wrk_unique_run "http://127.0.0.1:$HAPROXY_JWT_PORT/" "$UNIQ_FILE")"
 run ours_uniq        "$(wrk_unique_run "http://127.0.0.1:$PROXY_PORT/" "$UNIQ_FILE")"
-HALF=$(for r in $(seq 1 "$ROUNDS"); do echo "${R[ours_cached.$r]%% *}"; done |
-  sort -n | awk '{v[NR] = $1} END {print int((NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) / 2)}')
+HALF=$(python3 -c 'import statistics, sys; print(int(statistics.median(map(float, sys.argv[1:])) / 2))' \
+  $(for r in $(seq 1 "$ROUNDS"); do echo "${R[ours_cached.$r]%% *}"; done))
 run nginx_half "$(OHA_RATE=$HALF oha_run "http://127.0.0.1:$NGINX_PORT/" -H "$AUTH")"
 for r in $(seq 1 "$ROUNDS"); do
   if [ $((r % 2)) -eq 1 ]; then half=(haproxy_pass ours_cached); else half=(ours_cached haproxy_pass); fi

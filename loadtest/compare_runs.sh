@@ -15,7 +15,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${WORK:-$ROOT/target/loadtest}
 RUNS=${RUNS:-3}
 OUT="$WORK/compare-runs"
-# Build once here, not in every run.
+# Build once here, not in every run (lib.sh's build(), which cannot be sourced here: sourcing
+# lib.sh takes the lock that each compare.sh run needs).
 if [ -z "${NO_BUILD:-}" ]; then
   (cd "$ROOT" && cargo build --release --quiet)
 fi
@@ -33,7 +34,7 @@ done
 python3 - "$OUT" "$RUNS" <<'PY'
 import re, statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])
-targets = {}   # name -> (target text, [run medians], [all rounds])
+targets = {}   # ratio name -> (">=" or "<=", goal, [run medians], [every round])
 bad_rows = []
 for i in range(1, runs + 1):
     for line in open(f"{out}/run-{i}.txt"):

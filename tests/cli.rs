@@ -310,6 +310,15 @@ algorithms = ["ES256"]
     ))
 }
 
+/// Spawn `run` on `cfg`, its log (stderr) piped.
+fn spawn_run(cfg: &tempfile::NamedTempFile) -> std::process::Child {
+    Command::new(BIN)
+        .args(["run", "--config", cfg.path().to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Start `run` and read its log until it says it started.
 fn start_run(
     cfg: &tempfile::NamedTempFile,
@@ -319,11 +328,7 @@ fn start_run(
     String,
 ) {
     use std::io::BufRead;
-    let mut child = Command::new(BIN)
-        .args(["run", "--config", cfg.path().to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(cfg);
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     let mut log = String::new();
@@ -398,11 +403,7 @@ fn a_second_run_on_a_port_in_use_fails_instead_of_sharing_it() {
     }
     let mut first = KillOnDrop(first);
 
-    let mut second = Command::new(BIN)
-        .args(["run", "--config", cfg.path().to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut second = spawn_run(&cfg);
     let status = exit_within_10s(&mut second, "starting on a port in use");
     let mut err = String::new();
     let _ = std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err);
