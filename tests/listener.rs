@@ -494,3 +494,160 @@ async fn first_bytes_that_trickle_in_are_served_on_either_path() {
     }
     assert_eq!(h.upstream.request_count(), 8);
 }
+
+// ---- A client that goes away while its request waits on the upstream ----
+
+/// An upstream that never answers: for each request head it receives it reports the arrival,
+/// then how long after that the proxy closed the connection.
+async fn silent_upstream() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+    tokio::sync::mpsc::UnboundedReceiver<Duration>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads_tx, heads) = tokio::sync::mpsc::unbounded_channel();
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let heads_tx = heads_tx.clone();
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut arrived = None;
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                    if arrived.is_none() && got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        arrived = Some(Instant::now());
+                        let _ = heads_tx.send("head");
+                    }
+                }
+                if let Some(at) = arrived {
+                    let _ = closed_tx.send(at.elapsed());
+                }
+            });
+        }
+    });
+    (addr, heads, closed)
+}
+
+/// How a test client leaves while its request waits on the upstream.
+enum Leave {
+    /// Close the socket: a FIN.
+    Close,
+    /// Close with linger 0: a reset.
+    Reset,
+    /// Over TLS: close_notify, then a FIN.
+    TlsCloseNotify,
+}
+
+/// Send a request that the upstream never answers, leave as `leave` says once the upstream has
+/// it, and return how long after the client left the proxy closed the upstream connection.
+async fn upstream_closed_after_client_leaves(leave: Leave) -> Duration {
+    let (upstream, mut heads, mut closed) = silent_upstream().await;
+    let pki = Pki::new();
+    let tls = matches!(leave, Leave::TlsCloseNotify);
+    // header_read_timeout 1s: a 250 ms tick. The upstream timeout (30 s) is far off.
+    let h = start_with_upstream_url(
+        Opts {
+            server_extra: format!(
+                "header_read_timeout = \"1s\"\n{}",
+                if tls {
+                    pki.server_toml(false)
+                } else {
+                    String::new()
+                }
+            ),
+            upstream_extra: "timeout = \"30s\"".into(),
+            ..Opts::default()
+        },
+        &format!("http://{upstream}"),
+    )
+    .await;
+    let tcp = TcpStream::connect(h.addr).await.unwrap();
+    let request = raw_get(&h, "/wait");
+    let wait_for_head = async {
+        tokio::time::timeout(Duration::from_secs(5), heads.recv())
+            .await
+            .expect("the request reaches the upstream")
+            .unwrap();
+    };
+    match leave {
+        Leave::Close | Leave::Reset => {
+            if matches!(leave, Leave::Reset) {
+                socket2::SockRef::from(&tcp)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            }
+            let mut tcp = tcp;
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            wait_for_head.await;
+            drop(tcp);
+        }
+        Leave::TlsCloseNotify => {
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut tls = pki
+                .connector(&[b"http/1.1"], false)
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            tls.write_all(request.as_bytes()).await.unwrap();
+            wait_for_head.await;
+            tls.shutdown().await.unwrap();
+            drop(tls);
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(5), closed.recv())
+        .await
+        .expect("the upstream request is cancelled soon after the client leaves, not at the 30 s timeout")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_closes_while_its_request_waits_cancels_the_upstream_request() {
+    let after = upstream_closed_after_client_leaves(Leave::Close).await;
+    // Seen on the tick: within two ticks (500 ms) of the close, plus scheduling.
+    assert!(after < Duration::from_secs(2), "cancelled after {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_resets_while_its_request_waits_cancels_the_upstream_request() {
+    let after = upstream_closed_after_client_leaves(Leave::Reset).await;
+    assert!(after < Duration::from_secs(2), "cancelled after {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_closes_while_its_request_waits_cancels_the_upstream_request() {
+    // The close_notify record is still unread ahead of the FIN when the check looks.
+    let after = upstream_closed_after_client_leaves(Leave::TlsCloseNotify).await;
+    assert!(after < Duration::from_secs(2), "cancelled after {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_only_shuts_down_its_sending_side_gets_its_answer() {
+    let (h, mut s) = start_and_connect("").await;
+    s.write_all(raw_get(&h, "/half-closed").as_bytes())
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let (got, _) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert_eq!(h.upstream.request_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_still_reaches_a_client_that_stays() {
+    // The check must not mistake a quiet client for a gone one: a request that waits on the
+    // upstream over several ticks is answered.
+    let (h, mut s) = start_and_connect("header_read_timeout = \"1s\"").await;
+    let started = Instant::now();
+    expect_200(&mut s, &raw_get(&h, "/slow/1200")).await;
+    assert!(started.elapsed() >= Duration::from_millis(1200));
+    // And the connection stays usable.
+    expect_200(&mut s, &raw_get(&h, "/after")).await;
+}

@@ -1,9 +1,12 @@
 //! The client connection's stream: it records activity for the idle and header read timeouts,
-//! sniffs the h2c preface on cleartext connections, and holds the first write after a read back
-//! by one turn of the runtime's queue.
+//! sniffs the h2c preface on cleartext connections, holds the first write after a read back by
+//! one turn of the runtime's queue, and tells whether the client has gone when the gone-client
+//! check asks.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -87,6 +90,25 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
     }
 }
 
+/// Whether the client has closed or reset the connection, told without reading: the socket's
+/// readiness, as the runtime keeps it from epoll, says the peer closed its sending side (a FIN)
+/// or the connection failed (a reset). The runtime never clears those two once seen, so bytes
+/// still waiting (a pipelined request, or a TLS close_notify ahead of the FIN) hide nothing.
+pub(super) trait PeerGone {
+    fn peer_gone(&self, cx: &mut Context<'_>) -> bool;
+}
+
+impl PeerGone for tokio::net::TcpStream {
+    fn peer_gone(&self, cx: &mut Context<'_>) -> bool {
+        let ready = std::pin::pin!(self.ready(tokio::io::Interest::READABLE));
+        match ready.poll(cx) {
+            Poll::Ready(Ok(r)) => r.is_read_closed() || r.is_error(),
+            Poll::Ready(Err(_)) => true,
+            Poll::Pending => false,
+        }
+    }
+}
+
 /// Match the connection's next bytes against the h2c preface, from `matched` bytes on.
 fn sniff_h2c(matched: usize, bytes: &[u8], activity: &Activity) -> usize {
     let rest = &H2_PREFACE_START[matched..];
@@ -101,7 +123,7 @@ fn sniff_h2c(matched: usize, bytes: &[u8], activity: &Activity) -> usize {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
+impl<T: AsyncWrite + PeerGone + Unpin> AsyncWrite for IdleIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -126,7 +148,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         self.inner.is_write_vectored()
     }
 
+    /// hyper flushes on every poll of an HTTP/1 connection, the one after the tick included: the
+    /// place to answer the gone-client check (`GoneWatch` in `listener.rs`). An error here ends
+    /// the connection, and with it the request waiting on the upstream.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.activity.probe.load(Ordering::Relaxed)
+            && self.activity.probe.swap(false, Ordering::Acquire)
+            && self.inner.peer_gone(cx)
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the client closed the connection while its request was in flight",
+            )));
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -138,7 +172,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     fn sniff(chunks: &[&[u8]]) -> bool {
         let activity = Activity::new();
@@ -161,6 +194,12 @@ mod tests {
         assert!(!sniff(&[b"PRI * HTTP/1.1\r\n"]));
         // HTTP/1 bytes after a non-matching start are never looked at again.
         assert!(!sniff(&[b"G", b"PRI * HTTP/2.0"]));
+    }
+
+    impl PeerGone for tokio::io::DuplexStream {
+        fn peer_gone(&self, _: &mut Context<'_>) -> bool {
+            false
+        }
     }
 
     struct CountWakes(std::sync::atomic::AtomicUsize);
