@@ -3,13 +3,14 @@
 # median still moves by several percent with the neighbours' load, and the targets are judged
 # over runs ("met in 5 of 11"), so this makes that figure one command: it keeps every run's
 # full output and prints, per target, each run's median ratio, the runs that meet it, and the
-# median and count over all rounds of all runs. It also checks that no row of any run had a
-# non-2xx response or an error.
+# median and count over all rounds of all runs, from the unrounded ratios that compare.sh
+# leaves beside each run's output. It also checks that no row of any run had a non-2xx
+# response or an error.
 #
 # Usage: RUNS=5 loadtest/compare_runs.sh       (RUNS=3 by default; about 3.5 min per run)
 #        BIN=... NO_BUILD=1 RUNS=8 loadtest/compare_runs.sh: a given build, e.g. pgo.sh's
 #        Every other variable (ROUNDS, DURATION, UNIQUE, ...) is passed on to compare.sh.
-# Outputs: target/loadtest/compare-runs/run-N.txt, one per run.
+# Outputs: target/loadtest/compare-runs/run-N.txt, one per run, and run-N.json (its ratios).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${WORK:-$ROOT/target/loadtest}
@@ -22,44 +23,42 @@ if [ -z "${NO_BUILD:-}" ]; then
 fi
 export NO_BUILD=1
 mkdir -p "$OUT"
-rm -f "$OUT"/run-*.txt
+rm -f "$OUT"/run-*.txt "$OUT"/run-*.json
 for i in $(seq 1 "$RUNS"); do
   echo "compare run $i of $RUNS" >&2
-  if ! "$ROOT/loadtest/compare.sh" > "$OUT/run-$i.txt" 2>&1; then
+  if ! RATIOS_OUT="$OUT/run-$i.json" "$ROOT/loadtest/compare.sh" > "$OUT/run-$i.txt" 2>&1; then
     echo "compare run $i failed; its output:" >&2
     cat "$OUT/run-$i.txt" >&2
     exit 1
   fi
 done
 python3 - "$OUT" "$RUNS" <<'PY'
-import re, statistics, sys
+import json, re, statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])
 targets = {}   # ratio name -> (">=" or "<=", goal, [run medians], [every round])
 bad_rows = []
 for i in range(1, runs + 1):
     for line in open(f"{out}/run-{i}.txt"):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        # Result rows end in the non-2xx/errors count; ratio rows end in the target.
+        # Result rows: scenario, req/s, p50, p99, non-2xx/errors.
         if len(cells) == 5 and re.fullmatch(r"[\d,]+", cells[1]) and cells[4] != "0":
             bad_rows.append(f"run {i}: {cells[0]}: {cells[4]} non-2xx/errors")
-        m = re.fullmatch(r"([<>]=) ([\d.]+)x", cells[-1]) if len(cells) > 2 else None
-        if not m:
-            continue
-        per = [float(c.rstrip("x")) for c in cells[1:-2] if c]
-        median = float(cells[-2].strip("*").rstrip("x"))
-        t = targets.setdefault(cells[0], (m.group(1), float(m.group(2)), [], []))
-        t[2].append(median)
-        t[3].extend(per or [median])
+    with open(f"{out}/run-{i}.json") as f:
+        for name, r in json.load(f).items():
+            m = re.fullmatch(r"([<>]=) ([\d.]+)x", r["target"])
+            t = targets.setdefault(name, (m.group(1), float(m.group(2)), [], []))
+            t[2].append(statistics.median(r["rounds"]))
+            t[3].extend(r["rounds"])
 if not targets:
-    sys.exit("no ratio tables found in the runs' output")
+    sys.exit("no ratios found beside the runs' output")
 meets = lambda op, goal, x: x >= goal if op == ">=" else x <= goal
 print(f"\n{runs} runs of compare.sh; run outputs in {out}/\n")
 print("| ratio | target | run medians | runs meeting it | all rounds: median, meeting it |")
 print("|---|---|---|---|---|")
 for name, (op, goal, med, per) in targets.items():
-    print(f"| {name} | {op} {goal}x | " + " ".join(f"{x:.2f}" for x in med) +
+    print(f"| {name} | {op} {goal}x | " + " ".join(f"{x:.3f}" for x in med) +
           f" | {sum(meets(op, goal, x) for x in med)} of {len(med)} | "
-          f"{statistics.median(per):.2f}x, {sum(meets(op, goal, x) for x in per)} of {len(per)} |")
+          f"{statistics.median(per):.3f}x, {sum(meets(op, goal, x) for x in per)} of {len(per)} |")
 print(f"\nrows with non-2xx or errors: {len(bad_rows)}")
 for b in bad_rows:
     print("  " + b)

@@ -12,9 +12,18 @@
 #        N=2000 unique RS256 tokens (after 200 others as warm-up), pipelined over one
 #        connection by send_tokens.py. TOKEN_POD=NAME: pod-bound tokens (cached: one bound to
 #        pod NAME; MISS: a pod of its own per token).
+#        CACHE=1: also valgrind's cache simulation, printed per request (data reads and writes,
+#        and simulated L1 instruction, L1 data read and L1 data write misses), with 64
+#        connections as in compare.sh, so that each connection's state is as far from the
+#        cache as under load. Use N=20000 or more: new connections are set up while counting.
+#        The simulation sees no kernel: bytes a recv copies in count as misses when read.
 source "$(dirname "$0")/lib.sh"
 need oha nginx haproxy valgrind callgrind_control python3 openssl curl
 MISS=${MISS:-}
+CACHE=${CACHE:-}
+OHA_CONNS=$([ -n "$CACHE" ] && echo 64 || echo 16)
+SIM=()
+[ -n "$CACHE" ] && SIM=(--cache-sim=yes)
 N=${N:-$([ -n "$MISS" ] && echo 2000 || echo 3000)}
 [ $# -eq 0 ] && { build; set -- "$BIN"; }
 mkdir -p "$WORK"
@@ -27,7 +36,7 @@ count() { # name port command...
   local name=$1 port=$2; shift 2
   local out="$WORK/callgrind.out"
   rm -f "$out" "$out".*
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2> "$WORK/callgrind.log" &
+  valgrind --tool=callgrind "${SIM[@]}" --callgrind-out-file="$out" "$@" 2> "$WORK/callgrind.log" &
   local vp=$!
   for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   sleep 2
@@ -38,9 +47,9 @@ count() { # name port command...
     ok=$(python3 "$ROOT/loadtest/send_tokens.py" "$TOKENS" "$port" 200 "$N")
     callgrind_control --dump "$vp" > /dev/null
   else
-    oha --no-tui -n 500 -c 16 -H "$AUTH" "http://127.0.0.1:$port/" > /dev/null 2>&1
+    oha --no-tui -n 500 -c "$OHA_CONNS" -H "$AUTH" "http://127.0.0.1:$port/" > /dev/null 2>&1
     callgrind_control --zero "$vp" > /dev/null
-    oha --no-tui --output-format json -n "$N" -c 16 -H "$AUTH" "http://127.0.0.1:$port/" > "$WORK/oha.json" 2>/dev/null
+    oha --no-tui --output-format json -n "$N" -c "$OHA_CONNS" -H "$AUTH" "http://127.0.0.1:$port/" > "$WORK/oha.json" 2>/dev/null
     callgrind_control --dump "$vp" > /dev/null
     ok=$(python3 -c "import json; print(json.load(open('$WORK/oha.json'))['statusCodeDistribution'].get('200', 0))")
   fi
@@ -49,6 +58,11 @@ count() { # name port command...
   ir=$(awk '/^summary:/ {print $2}' "$out".1)
   if [ "$ok" != "$N" ]; then echo "$name: only $ok of $N requests got 200" >&2; exit 1; fi
   printf '%-40s %8d instructions/request\n' "$name" $(( ir / N ))
+  if [ -n "$CACHE" ]; then
+    # The events line names the columns of the summary line: Ir Dr Dw I1mr D1mr D1mw ...
+    awk -v n="$N" '/^events:/ {for (i = 2; i <= NF; i++) name[i] = $i}
+      /^summary:/ {for (i = 3; i <= NF && i <= 7; i++) printf "  %s %.1f", name[i], $i / n; print "  per request"}' "$out".1
+  fi
 }
 
 # HAProxy with one thread: lib.sh's passthrough frontend, or its jwt_verify one for MISS.
