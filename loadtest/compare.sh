@@ -122,10 +122,9 @@ for name, target, f in ratios:
     exact[name] = {"target": target, "rounds": per}
     print(f"| {name} | " + " | ".join(f"{x:.2f}x" for x in per) +
           f" | **{statistics.median(per):.2f}x** | {target} |")
-u = rps("ours_uniq") / rps("haproxy_jwt_uniq")
-exact["unique / HAProxy jwt_verify unique (one round)"] = {"target": ">= 1.0x", "rounds": [u]}
-print(f"| unique / HAProxy jwt_verify unique (one round) | " + " | ".join("" for _ in range(rounds)) +
-      f" | **{u:.2f}x** | >= 1.0x |")
+u, name, target = rps("ours_uniq") / rps("haproxy_jwt_uniq"), "unique / HAProxy jwt_verify unique (one round)", ">= 1.0x"
+exact[name] = {"target": target, "rounds": [u]}
+print(f"| {name} | " + " | ".join("" for _ in range(rounds)) + f" | **{u:.2f}x** | {target} |")
 # The ratios unrounded, for compare_runs.sh: a round at 2.496x prints as 2.50x but misses 2.5x.
 if os.environ.get("RATIOS_OUT"):
     with open(os.environ["RATIOS_OUT"], "w") as f:
