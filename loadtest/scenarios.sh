@@ -54,14 +54,18 @@ d) old=$(unique_tokens 2000 k1); new=$(unique_tokens 2000 k2)
    wait $LOAD || true
    echo "d: rotation under load: $(grep -E 'Requests/sec' "$WORK/rotate.txt"); non-2xx: $(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' "$WORK/rotate.txt" || echo 'Non-2xx or 3xx responses: 0')"
    # Why, if any were refused (the proxy counts each rejection by reason).
-   curl -s "http://127.0.0.1:$PROXY_ADMIN_PORT/metrics" | grep -E '^tokenreview_proxy_(token_rejections_total|jwks_refetch_suppressed_total)' | grep -v ' 0$' | sed 's/^/   /' || true ;;
+   curl -s "http://127.0.0.1:$PROXY_ADMIN_PORT/metrics" | grep -E '^tokenreview_proxy_(token_rejections_total|jwks_refetch_suppressed_total)' | grep -v ' 0$' | sed 's/^/   /' || true
+   # Back to k1 (what every other scenario's tokens are signed with), as at the start: a
+   # scenario run after this one would otherwise send k1 tokens to a k2-only key set.
+   cp "$WORK/keys/k1.jwks.json" "$WORK/jwks.tmp" && mv "$WORK/jwks.tmp" "$WORK/jwks.json"; sleep 1.5 ;;
 e) body="{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenReview\",\"spec\":{\"token\":\"$TOKEN\"}}"
    report "e: TokenReview, cached token" "$(oha_run "http://127.0.0.1:$PROXY_PORT/apis/authentication.k8s.io/v1/tokenreviews" -m POST -T application/json -d "$body")" ;;
 m) n=${MEM_ENTRIES:-200000}; f=$(unique_tokens "$n" k1 ${MEM_PODS:+distinct-pods})
    # Fresh proxy for a clean baseline.
    kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'; start_proxy
    sleep 1; idle=$(proxy_rss_kib)
-   python3 "$ROOT/loadtest/send_tokens.py" "$f" "$PROXY_PORT" 0 "$n" > /dev/null
+   ok=$(python3 "$ROOT/loadtest/send_tokens.py" "$f" "$PROXY_PORT" 0 "$n")
+   if [ "$ok" != "$n" ]; then echo "m: only $ok of $n tokens got a 200; no per-entry figure" >&2; exit 1; fi
    sleep 2
    entries=$(curl -s "http://127.0.0.1:$PROXY_ADMIN_PORT/metrics" | awk '/^tokenreview_proxy_verify_cache_entries / {print $2}')
    full=$(proxy_rss_kib)
