@@ -32,7 +32,7 @@ need() {
   for t in "$@"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "missing tools: ${missing[*]}" >&2
-    echo "install: cargo install oha; apt-get install -y haproxy nginx-light wrk openssl valgrind" >&2
+    echo "install: cargo install oha --version 1.16.0 --locked; apt-get install -y haproxy nginx-light wrk openssl valgrind" >&2
     exit 1
   fi
 }
