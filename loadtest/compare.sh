@@ -23,7 +23,7 @@
 #        BIN=target/pgo/release/tokenreview-proxy NO_BUILD=1 loadtest/compare.sh: race the
 #        profile-guided build (loadtest/pgo.sh) instead of `cargo build --release`'s.
 #        RATIOS_OUT=FILE: also write the ratios, unrounded, to FILE as JSON (compare_runs.sh).
-# Needs: oha (cargo install oha --version 1.16.0 --locked), haproxy, nginx, wrk, openssl, python3.
+# Needs: oha, haproxy, nginx, wrk, openssl, python3 (lib.sh's need() prints how to install them).
 source "$(dirname "$0")/lib.sh"
 need oha haproxy nginx wrk openssl python3 curl
 UNIQUE=${UNIQUE:-200000}

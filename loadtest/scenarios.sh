@@ -45,19 +45,21 @@ PY
    echo "   flood: $(grep -E 'Requests/sec' "$WORK/flood.txt") (all must be non-2xx: $(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' "$WORK/flood.txt"))" ;;
 d) old=$(unique_tokens 2000 k1); new=$(unique_tokens 2000 k2)
    marker="$WORK/rotated"; rm -f "$marker"
-   cp "$WORK/keys/k1.jwks.json" "$WORK/jwks.json"; sleep 1.5
+   # Replace the proxy's JWKS file in one rename, so it never reads half a file.
+   publish() { cp "$1" "$WORK/jwks.tmp" && mv "$WORK/jwks.tmp" "$WORK/jwks.json"; }
+   publish "$WORK/keys/k1.jwks.json"; sleep 1.5
    OLD_TOKENS=$old NEW_TOKENS=$new MARKER=$marker wrk -t2 -c"$CONNS" -d12s --latency -s "$ROOT/loadtest/rotate.lua" "$URL" > "$WORK/rotate.txt" 2>&1 &
    LOAD=$!
    merge() { python3 -c 'import json,sys; print(json.dumps({"keys": sum((json.load(open(f))["keys"] for f in sys.argv[1:]), [])}))' "$@"; }
-   sleep 4; merge "$WORK/keys/k1.jwks.json" "$WORK/keys/k2.jwks.json" > "$WORK/jwks.tmp" && mv "$WORK/jwks.tmp" "$WORK/jwks.json"; touch "$marker"
-   sleep 4; cp "$WORK/keys/k2.jwks.json" "$WORK/jwks.tmp" && mv "$WORK/jwks.tmp" "$WORK/jwks.json"
+   sleep 4; merge "$WORK/keys/k1.jwks.json" "$WORK/keys/k2.jwks.json" > "$WORK/jwks.both" && publish "$WORK/jwks.both"; touch "$marker"
+   sleep 4; publish "$WORK/keys/k2.jwks.json"
    wait $LOAD || true
    echo "d: rotation under load: $(grep -E 'Requests/sec' "$WORK/rotate.txt"); non-2xx: $(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' "$WORK/rotate.txt" || echo 'Non-2xx or 3xx responses: 0')"
    # Why, if any were refused (the proxy counts each rejection by reason).
    curl -s "http://127.0.0.1:$PROXY_ADMIN_PORT/metrics" | grep -E '^tokenreview_proxy_(token_rejections_total|jwks_refetch_suppressed_total)' | grep -v ' 0$' | sed 's/^/   /' || true
    # Back to k1 (what every other scenario's tokens are signed with), as at the start: a
    # scenario run after this one would otherwise send k1 tokens to a k2-only key set.
-   cp "$WORK/keys/k1.jwks.json" "$WORK/jwks.tmp" && mv "$WORK/jwks.tmp" "$WORK/jwks.json"; sleep 1.5 ;;
+   publish "$WORK/keys/k1.jwks.json"; sleep 1.5 ;;
 e) body="{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenReview\",\"spec\":{\"token\":\"$TOKEN\"}}"
    report "e: TokenReview, cached token" "$(oha_run "http://127.0.0.1:$PROXY_PORT/apis/authentication.k8s.io/v1/tokenreviews" -m POST -T application/json -d "$body")" ;;
 m) n=${MEM_ENTRIES:-200000}; f=$(unique_tokens "$n" k1 ${MEM_PODS:+distinct-pods})
