@@ -29,13 +29,13 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokenreview_proxy::auth::Authenticator;
-use tokenreview_proxy::cache::{Audiences, Keyer};
+use tokenreview_proxy::auth::{Audiences, Authenticator, Keyer};
 use tokenreview_proxy::config::{Config, IdentityMode};
 use tokenreview_proxy::dev::{self, KubeTokenSpec, TestKey};
 use tokenreview_proxy::jwks::Issuer;
 use tokenreview_proxy::keys::{parse_jwks, KeySet};
-use tokenreview_proxy::{forward, identity, token};
+use tokenreview_proxy::pipeline::normalize;
+use tokenreview_proxy::{identity, token};
 
 const ISS: &str = "https://kubernetes.default.svc.cluster.local";
 const AUD: &str = "bench-aud";
@@ -106,7 +106,7 @@ fn bench_pieces(c: &mut Criterion) {
     c.bench_function("strip_spoofable", |b| {
         b.iter_batched_ref(
             || headers.clone(),
-            forward::strip_spoofable,
+            normalize::strip_spoofable,
             BatchSize::SmallInput,
         )
     });
@@ -261,7 +261,7 @@ fn bench_end_to_end(c: &mut Criterion) {
     let auth = format!("Bearer {tok}");
     let mut sender = rt.block_on(async {
         tokenreview_proxy::jwks::wait_ready(
-            &running.shared.auth.issuers,
+            &running.runtime().key_sources(),
             std::time::Duration::from_secs(5),
         )
         .await;

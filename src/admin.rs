@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::proxy::Shared;
+use crate::runtime::Shared;
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -32,17 +32,19 @@ pub fn readiness(shared: &Shared) -> (bool, String) {
     }
     let mut ok = true;
     let mut body = String::new();
-    for i in &shared.auth.issuers {
-        let ready = i.store.is_ready();
+    let runtime = shared.runtime.load();
+    for i in runtime.auth.issuers.iter() {
+        let store = &i.keys.store;
+        let ready = store.is_ready();
         ok &= ready;
         let state = if ready {
             "ready"
-        } else if i.store.current().is_empty() {
+        } else if store.current().is_empty() {
             "no keys yet"
         } else {
             "keys stale (issuer unreachable past max_stale)"
         };
-        body.push_str(&format!("issuer {}: {state}\n", i.cfg.name));
+        body.push_str(&format!("issuer {}: {state}\n", i.name()));
     }
     (ok, body)
 }
@@ -65,9 +67,10 @@ async fn route(
             respond(status, TEXT, body)
         }
         "/metrics" => {
-            shared.auth.run_cache_maintenance().await;
+            let runtime = shared.runtime.load_full();
+            runtime.auth.run_cache_maintenance().await;
             metrics::gauge!(crate::metrics::VERIFY_CACHE_ENTRIES)
-                .set(shared.auth.cache_entries() as f64);
+                .set(runtime.auth.cache_entries() as f64);
             respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

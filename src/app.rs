@@ -1,7 +1,7 @@
-//! Wiring: key stores and refreshers, the authenticator and its cache, one worker thread per
-//! core (each a current-thread tokio runtime with its own `SO_REUSEPORT` listener; HTTP/1
-//! clients get an upstream connection each, HTTP/2 clients share the worker's own pool — no
-//! work stealing, no shared pool lock), a control thread for refreshers, the admin
+//! Start, run and stop: the runtime built from the config (`runtime::build`), one worker
+//! thread per core (each a current-thread tokio runtime with its own `SO_REUSEPORT` listener;
+//! HTTP/1 clients get an upstream connection each, HTTP/2 clients share the worker's own pool
+//! — no work stealing, no shared pool lock), a control thread for refreshers, the admin
 //! listener and housekeeping, and a bounded graceful drain.
 
 use std::net::SocketAddr;
@@ -11,17 +11,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderValue;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{watch, Semaphore};
 
-use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::forward::Upstream;
-use crate::jwks::{self, Issuer};
+use crate::jwks;
 use crate::listener::{self, ConnSettings};
-use crate::proxy::{RequestMetrics, Shared, Worker};
+use crate::metrics::RequestMetrics;
+use crate::pipeline::Worker;
+use crate::runtime::{self, Runtime, Shared};
 use crate::{admin, metrics, tls};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,7 @@ fn read_token_file(path: &PathBuf) -> Result<HeaderValue, StartError> {
         .map_err(|_| err("content is not a valid header value".into()))
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+fn thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -72,14 +72,6 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// `/readyz` says when they have).
 pub fn start(config: Config) -> Result<Running, StartError> {
     let prometheus = metrics::install();
-    let issuers: Vec<Arc<Issuer>> = config
-        .issuers
-        .iter()
-        .cloned()
-        .map(|c| Arc::new(Issuer::new(c)))
-        .collect();
-    let auth = Authenticator::new(&config, issuers.clone());
-
     let proxy_token = Arc::new(ArcSwapOption::empty());
     let token_file = config.upstream.as_ref().and_then(|u| u.token_file.clone());
     if let Some(path) = &token_file {
@@ -120,10 +112,12 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let admin_addr = admin_std.local_addr().map_err(StartError::Thread)?;
 
     let max_connections = config.server.max_connections;
+    let grace = config.server.shutdown_grace;
     let settings = Arc::new(ConnSettings::new(&config.server, tls));
+    let first_runtime = runtime::build(config, proxy_token.clone())?;
+    let issuers = first_runtime.key_sources();
     let shared = Arc::new(Shared {
-        config,
-        auth,
+        runtime: ArcSwap::from_pointee(first_runtime),
         shutting_down: Default::default(),
         proxy_token: proxy_token.clone(),
         metrics: RequestMetrics::new(),
@@ -135,7 +129,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let control = {
         let shared = shared.clone();
         let shutdown = shutdown_rx.clone();
-        let rt = runtime().map_err(StartError::Thread)?;
+        let rt = thread_runtime().map_err(StartError::Thread)?;
         std::thread::Builder::new()
             .name("trp-control".into())
             .spawn(move || {
@@ -169,22 +163,11 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         let settings = settings.clone();
         let limit = conn_limit.clone();
         let shutdown = shutdown_rx.clone();
-        let grace = shared.config.server.shutdown_grace;
-        let rt = runtime().map_err(StartError::Thread)?;
+        let rt = thread_runtime().map_err(StartError::Thread)?;
         let handle = std::thread::Builder::new()
             .name(format!("trp-worker-{i}"))
             .spawn(move || {
                 rt.block_on(async move {
-                    let upstream = match &shared.config.upstream {
-                        Some(u) => match Upstream::new(u, shared.proxy_token.clone()) {
-                            Ok(up) => Some(up),
-                            Err(e) => {
-                                tracing::error!(error = %e, "upstream client setup failed");
-                                None
-                            }
-                        },
-                        None => None,
-                    };
                     let listener = match tokio::net::TcpListener::from_std(socket) {
                         Ok(l) => l,
                         Err(e) => {
@@ -192,7 +175,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                             return;
                         }
                     };
-                    let worker = Arc::new(Worker { shared, upstream });
+                    let worker = Arc::new(ArcSwap::from_pointee(Worker::new(shared)));
                     listener::serve(worker, listener, settings, limit.clone(), shutdown).await;
                     // Keep the runtime alive while connections drain, bounded by the grace.
                     let deadline = Instant::now() + grace;
@@ -217,6 +200,11 @@ pub fn start(config: Config) -> Result<Running, StartError> {
 }
 
 impl Running {
+    /// The runtime serving now.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.shared.runtime.load_full()
+    }
+
     /// Begin shutdown without waiting (tests; a second caller of `shutdown` still drains).
     pub fn signal_shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Release);
@@ -228,7 +216,7 @@ impl Running {
     /// period ended (0 = clean drain).
     pub fn shutdown(mut self) -> usize {
         self.shared.shutting_down.store(true, Ordering::Release);
-        let grace = self.shared.config.server.shutdown_grace;
+        let grace = self.shared.runtime.load().config.server.shutdown_grace;
         let started = Instant::now();
         let _ = self.shutdown_tx.send(true);
         for w in self.workers.drain(..) {
@@ -269,8 +257,9 @@ async fn housekeeping(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.changed() => return,
         }
-        shared.auth.run_cache_maintenance().await;
-        gauge.set(shared.auth.cache_entries() as f64);
+        let runtime = shared.runtime.load_full();
+        runtime.auth.run_cache_maintenance().await;
+        gauge.set(runtime.auth.cache_entries() as f64);
         prometheus.run_upkeep();
     }
 }

@@ -10,8 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{AuthError, Authenticator, Outcome};
-use crate::cache::Audiences;
+use crate::auth::{Audiences, AuthError, Authenticator};
 use crate::config::{parse_duration, Config};
 use crate::dev::{self, EchoUpstream, KubeTokenSpec, MockIssuer, TestKey};
 use crate::jwks::{self, Issuer};
@@ -287,7 +286,7 @@ refresh_interval = "1m"
             Ok(Err(e)) => return failure(e),
             Err(e) => return failure(e),
         };
-        let ready = jwks::wait_ready(&running.shared.auth.issuers, Duration::from_secs(10)).await;
+        let ready = jwks::wait_ready(&running.runtime().key_sources(), Duration::from_secs(10)).await;
         if !ready {
             eprintln!("warning: the dev issuer's keys did not arrive within 10s");
         }
@@ -546,7 +545,7 @@ pub fn inspect(args: &InspectArgs) -> ExitCode {
         "claims: {}",
         serde_json::to_string_pretty(&claims).unwrap_or_default()
     );
-    let now = crate::auth::now_unix();
+    let now = crate::verify::now_unix();
     let num = |k: &str| claims.get(k).and_then(|v| v.as_f64()).map(|f| f as i64);
     let iss = claims
         .get("iss")
@@ -636,39 +635,33 @@ pub fn inspect(args: &InspectArgs) -> ExitCode {
             }
         }
         match auth.authenticate(&token, Audiences::Configured).await {
-            Ok(o) => match &*o {
-                Outcome::Accepted(v) => {
-                    let id = v.identity();
-                    println!(
-                        "VERIFIED by issuer {:?}: {}",
-                        auth.issuer_name(Some(v.issuer())),
-                        id.username
-                    );
-                    println!("  uid:    {}", id.uid);
-                    println!("  groups: {:?}", id.groups);
-                    for (k, vals) in &id.extra {
-                        println!("  extra:  {k} = {vals:?}");
-                    }
-                    ExitCode::SUCCESS
+            Ok(v) => {
+                let id = v.identity();
+                println!(
+                    "VERIFIED by issuer {:?}: {}",
+                    v.issuer().name(),
+                    id.username
+                );
+                println!("  uid:    {}", id.uid);
+                println!("  groups: {:?}", id.groups);
+                for (k, vals) in &id.extra {
+                    println!("  extra:  {k} = {vals:?}");
                 }
-                Outcome::Rejected { reason, .. } => {
-                    println!("REJECTED: {} — {}", reason.as_str(), explain(*reason));
-                    ExitCode::from(1)
-                }
-            },
-            Err(AuthError::Rejected { reason, issuer }) => {
+                ExitCode::SUCCESS
+            }
+            Err(AuthError::Rejected(r)) => {
                 println!(
                     "REJECTED: {} — {} (issuer: {})",
-                    reason.as_str(),
-                    explain(reason),
-                    auth.issuer_name(issuer)
+                    r.reason.as_str(),
+                    explain(r.reason),
+                    r.issuer_name()
                 );
                 ExitCode::from(1)
             }
             Err(AuthError::Unavailable { issuer }) => {
                 println!(
                     "UNDECIDED: issuer {:?} has no usable keys (unreachable?)",
-                    auth.issuer_name(Some(issuer))
+                    issuer.name()
                 );
                 ExitCode::from(1)
             }

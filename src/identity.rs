@@ -7,20 +7,20 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use crate::config::{ClaimMappings, IdentityMode};
 use crate::verify::{Claims, Reject};
 
+mod extra;
 mod token_ids;
+use extra::known_extra_header;
+pub use extra::{
+    EXTRA_CREDENTIAL_ID, EXTRA_NODE_NAME, EXTRA_NODE_UID, EXTRA_POD_NAME, EXTRA_POD_UID,
+};
 pub use token_ids::{TokenHeaderNames, TokenHeaderValues, TokenIds};
 
 pub const GROUP_AUTHENTICATED: &str = "system:authenticated";
 pub const GROUP_SERVICEACCOUNTS: &str = "system:serviceaccounts";
-pub const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
-pub const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
-pub const EXTRA_NODE_NAME: &str = "authentication.kubernetes.io/node-name";
-pub const EXTRA_NODE_UID: &str = "authentication.kubernetes.io/node-uid";
-pub const EXTRA_CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
 
-/// A Kubernetes `UserInfo`: what kube-apiserver would say about the same token. In a
-/// [`Principal`] the per-token extras (pod name and uid, `credential-id`) are left out: they
-/// are in [`TokenIds`].
+/// A Kubernetes `UserInfo`: what kube-apiserver would say about the same token. In a cached
+/// principal (`auth::Principal`) the per-token extras (pod name and uid, `credential-id`) are
+/// left out: they are in [`TokenIds`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub username: String,
@@ -28,61 +28,6 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// Sorted by key; each key once.
     pub extra: Vec<(String, Vec<String>)>,
-}
-
-/// What every cached token of one caller shares: the issuer, the identity without its
-/// per-token extras (see [`TokenIds`]), the audiences it was accepted for, and the identity
-/// headers built once. Interned, so all the tokens of one service account (on one node) cost
-/// one copy, whichever pods hold them.
-#[derive(Debug)]
-pub struct Principal {
-    /// Index into the authenticator's issuers.
-    pub issuer: usize,
-    /// A legacy Secret-based token (no pod binding, no credential id).
-    pub legacy: bool,
-    pub identity: Identity,
-    pub audiences: Vec<String>,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-/// Header names of the Kubernetes extras, percent-encoded as the dynamic path would make them
-/// (a unit test checks they agree): static, so a cached principal's headers do not each carry
-/// a heap copy of a 60-byte name. (remote, impersonate) per key.
-const KNOWN_EXTRA_HEADERS: [(&str, &str, &str); 5] = [
-    (
-        EXTRA_POD_NAME,
-        "x-remote-extra-authentication.kubernetes.io%2fpod-name",
-        "impersonate-extra-authentication.kubernetes.io%2fpod-name",
-    ),
-    (
-        EXTRA_POD_UID,
-        "x-remote-extra-authentication.kubernetes.io%2fpod-uid",
-        "impersonate-extra-authentication.kubernetes.io%2fpod-uid",
-    ),
-    (
-        EXTRA_NODE_NAME,
-        "x-remote-extra-authentication.kubernetes.io%2fnode-name",
-        "impersonate-extra-authentication.kubernetes.io%2fnode-name",
-    ),
-    (
-        EXTRA_NODE_UID,
-        "x-remote-extra-authentication.kubernetes.io%2fnode-uid",
-        "impersonate-extra-authentication.kubernetes.io%2fnode-uid",
-    ),
-    (
-        EXTRA_CREDENTIAL_ID,
-        "x-remote-extra-authentication.kubernetes.io%2fcredential-id",
-        "impersonate-extra-authentication.kubernetes.io%2fcredential-id",
-    ),
-];
-
-fn known_extra_header(mode: IdentityMode, key: &str) -> Option<HeaderName> {
-    let (_, remote, impersonate) = KNOWN_EXTRA_HEADERS.iter().find(|(k, _, _)| *k == key)?;
-    match mode {
-        IdentityMode::None => None,
-        IdentityMode::Remote => Some(HeaderName::from_static(remote)),
-        IdentityMode::Impersonate => Some(HeaderName::from_static(impersonate)),
-    }
 }
 
 /// Kubernetes service-account identity, given the checked namespace and name, without the
@@ -243,6 +188,7 @@ pub fn identity_headers(
 
 #[cfg(test)]
 mod tests {
+    use super::extra::KNOWN_EXTRA_HEADERS;
     use super::*;
 
     fn claims(json: &str) -> Claims {

@@ -8,10 +8,11 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -23,11 +24,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+mod activity;
 mod stream;
 
 use crate::config::ServerConfig;
-use crate::forward::{DeadlineWatch, Peer};
-use crate::proxy::{self, Worker};
+use crate::pipeline::{self, Peer, Worker};
+use crate::upstream::{DeadlineWatch, Downstream};
+use activity::{Activity, GoneWatch, HeadWatch, InFlight};
 use stream::{IdleIo, H2_PREFACE_START, SNIFFED};
 
 /// Bind a listening socket with `SO_REUSEPORT`, so each worker thread can own one.
@@ -114,7 +117,7 @@ impl ConnSettings {
 /// Accept until `shutdown` turns true. Connections then get a graceful shutdown signal; the
 /// caller waits for them to drain (each holds a permit of `limit`).
 pub async fn serve(
-    worker: Arc<Worker>,
+    worker: Arc<ArcSwap<Worker>>,
     listener: TcpListener,
     settings: Arc<ConnSettings>,
     limit: Arc<Semaphore>,
@@ -159,7 +162,7 @@ pub async fn serve(
 }
 
 async fn serve_connection(
-    worker: Arc<Worker>,
+    worker: Arc<ArcSwap<Worker>>,
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
     settings: Arc<ConnSettings>,
@@ -185,7 +188,7 @@ async fn serve_connection(
     );
     match &settings.tls {
         None => {
-            let peer = Arc::new(Peer::new(ip, false));
+            let peer = Arc::new(Peer::new(Downstream::new(ip, false)));
             drive(worker, io, peer, activity, &settings, shutdown, http1_only).await;
         }
         Some(acceptor) => {
@@ -205,14 +208,14 @@ async fn serve_connection(
             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                 activity.set_http2();
             }
-            let peer = Arc::new(Peer::new(ip, true));
+            let peer = Arc::new(Peer::new(Downstream::new(ip, true)));
             drive(worker, tls, peer, activity, &settings, shutdown, false).await;
         }
     }
 }
 
 async fn drive<I>(
-    worker: Arc<Worker>,
+    worker: Arc<ArcSwap<Worker>>,
     io: I,
     peer: Arc<Peer>,
     activity: Arc<Activity>,
@@ -224,13 +227,15 @@ async fn drive<I>(
 {
     let in_flight = activity.clone();
     let conn_peer = peer.clone();
-    let upstream_timeout = worker.upstream.as_ref().map(|u| u.timeout());
+    let upstream_timeout = worker.load().upstream.as_ref().map(|u| u.timeout());
     let svc = service_fn(move |req| {
-        let worker = worker.clone();
+        // The worker as of this request: a new runtime applies from the next request on,
+        // and this one finishes on the worker it started with.
+        let worker = worker.load_full();
         let peer = peer.clone();
         let guard = InFlight::enter(in_flight.clone());
         async move {
-            let r = proxy::handle(&worker, &peer, req).await;
+            let r = pipeline::handle(&worker, &peer, req).await;
             drop(guard);
             r
         }
@@ -306,7 +311,7 @@ async fn supervise<C, E>(
             }
             _ = tick.tick() => {
                 if let Some(t) = upstream_timeout {
-                    conn_peer.deadline.check(&mut upstream_wait, t);
+                    conn_peer.downstream.deadline.check(&mut upstream_wait, t);
                 }
                 gone.check(&activity);
                 if heads.overdue(&activity, head_timeout) {
@@ -337,147 +342,4 @@ async fn speaks_http1(stream: &tokio::net::TcpStream, timeout: Duration) -> Opti
         _ => return None,
     };
     Some(first[..n] != H2_PREFACE_START[..n])
-}
-
-/// The header read timeout, checked on the connection's tick. A head is pending when bytes
-/// arrived while no request was in flight and no request has started since; for the first
-/// request, from the connection's start. Between requests, a silent keep-alive connection has
-/// no pending head: `idle_timeout` governs it. HTTP/2 connections are not watched (hyper has
-/// no per-stream header timeout either); `idle_timeout` and the keep-alive pings govern them.
-/// One edge differs from hyper's own timer: request-body bytes still arriving after the
-/// handler has answered (an upstream that responds before reading the whole body) count as a
-/// head starting, so such an upload is cut off after `header_read_timeout`.
-struct HeadWatch {
-    /// Requests started as of the last tick.
-    started: u32,
-    /// When the pending head was first seen (a tick late at most).
-    pending_since: Option<Instant>,
-}
-
-impl HeadWatch {
-    fn new(accepted: Instant) -> HeadWatch {
-        HeadWatch {
-            started: 0,
-            pending_since: Some(accepted),
-        }
-    }
-
-    fn overdue(&mut self, activity: &Activity, timeout: Duration) -> bool {
-        let started = activity.started.load(Ordering::Acquire);
-        if started != self.started {
-            self.started = started;
-            self.pending_since = None;
-        }
-        if activity.http2.load(Ordering::Relaxed)
-            || activity.in_flight.load(Ordering::Acquire) != 0
-            || !activity.head_pending.load(Ordering::Acquire)
-        {
-            self.pending_since = None;
-            return false;
-        }
-        self.pending_since
-            .get_or_insert_with(Instant::now)
-            .elapsed()
-            >= timeout
-    }
-}
-
-/// The gone-client check (HTTP/1). hyper no longer reads while a request waits on the
-/// upstream (`half_close`), so a client that closes meanwhile is found here: once the same
-/// request has been in flight over a whole tick, the tick asks the stream to look at the
-/// socket's readiness (`Activity::probe`), and the stream ends the connection if the client has
-/// closed or reset it. The request's future is dropped with the connection, which cancels the upstream
-/// request, as hyper's own check did, one to two ticks later. Answers that arrive sooner still
-/// reach a client that has only shut down its sending side. HTTP/2 reads all along and needs
-/// none of this.
-#[derive(Default)]
-struct GoneWatch {
-    /// Requests started as of the last tick, if one was in flight then.
-    in_flight_at: Option<u32>,
-}
-
-impl GoneWatch {
-    fn check(&mut self, activity: &Activity) {
-        let now = (activity.in_flight.load(Ordering::Acquire) != 0
-            && !activity.http2.load(Ordering::Relaxed))
-        .then(|| activity.started.load(Ordering::Acquire));
-        if now.is_some() && now == self.in_flight_at {
-            activity.probe.store(true, Ordering::Release);
-        }
-        self.in_flight_at = now;
-    }
-}
-
-/// Whether the connection moved a byte since the last idle check, how many requests are being
-/// handled and have started, and whether a request head is pending. Flags and counters, not
-/// timestamps: reading the clock on every read and write cost more than the rest of this
-/// wrapper; the checks run on a tick and keep the time themselves.
-struct Activity {
-    moved: AtomicBool,
-    in_flight: AtomicUsize,
-    /// Requests whose head has arrived whole (the service was called).
-    started: AtomicU32,
-    /// Bytes arrived while no request was in flight, and no request started since. True from
-    /// the start: the first head is timed from the connection's start.
-    head_pending: AtomicBool,
-    /// The connection speaks HTTP/2 (ALPN, or the h2c preface): no head watch.
-    http2: AtomicBool,
-    /// Set by the tick's `GoneWatch`: the stream checks the socket on its next flush.
-    probe: AtomicBool,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            moved: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            started: AtomicU32::new(0),
-            head_pending: AtomicBool::new(true),
-            http2: AtomicBool::new(false),
-            probe: AtomicBool::new(false),
-        }
-    }
-
-    fn set_http2(&self) {
-        self.http2.store(true, Ordering::Relaxed);
-    }
-
-    /// Bytes were read. While no request is in flight they can only be (part of) a head.
-    fn read(&self) {
-        self.moved.store(true, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Relaxed) == 0 {
-            self.head_pending.store(true, Ordering::Relaxed);
-        }
-    }
-
-    fn touch(&self) {
-        self.moved.store(true, Ordering::Relaxed);
-    }
-
-    /// How long the connection has been quiet, as seen from the idle check's ticks
-    /// (`quiet_since` is the check's own record; precision: one tick).
-    fn idle_for(&self, quiet_since: &mut Instant) -> Duration {
-        if self.moved.swap(false, Ordering::Relaxed) {
-            *quiet_since = Instant::now();
-        }
-        quiet_since.elapsed()
-    }
-}
-
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn enter(a: Arc<Activity>) -> InFlight {
-        a.in_flight.fetch_add(1, Ordering::AcqRel);
-        a.head_pending.store(false, Ordering::Relaxed);
-        a.started.fetch_add(1, Ordering::Release);
-        InFlight(a)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.touch();
-    }
 }

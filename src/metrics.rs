@@ -4,7 +4,11 @@
 
 use std::sync::OnceLock;
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use http::StatusCode;
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, histogram, Counter, Histogram,
+    Unit,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const REQUESTS_TOTAL: &str = "tokenreview_proxy_requests_total";
@@ -98,4 +102,56 @@ fn describe() {
         JWKS_DROPPED_KEYS,
         "Keys of the current JWKS dropped at load (oct, use=enc, weak RSA, malformed)"
     );
+}
+
+/// Pre-registered handles of the per-request metrics, so the request path never formats or
+/// looks up labels.
+pub struct RequestMetrics {
+    pub ok: Counter,
+    pub missing_token: Counter,
+    pub rejected: Counter,
+    pub unavailable: Counter,
+    pub upstream_error: Counter,
+    pub duration: Histogram,
+    /// Upstream responses by class: 2xx, 3xx, 4xx, 5xx, error.
+    class: [Counter; 5],
+}
+
+impl RequestMetrics {
+    pub fn new() -> RequestMetrics {
+        let r = |v: &'static str| counter!(REQUESTS_TOTAL, "result" => v);
+        let c = |v: &'static str| counter!(UPSTREAM_RESPONSES_TOTAL, "class" => v);
+        RequestMetrics {
+            ok: r("ok"),
+            missing_token: r("missing_token"),
+            rejected: r("rejected"),
+            unavailable: r("unavailable"),
+            upstream_error: r("upstream_error"),
+            duration: histogram!(REQUEST_DURATION_SECONDS),
+            class: [c("2xx"), c("3xx"), c("4xx"), c("5xx"), c("error")],
+        }
+    }
+
+    /// An upstream response arrived with `status`.
+    pub fn upstream_status(&self, status: StatusCode) {
+        let i = match status.as_u16() {
+            200..=299 => 0,
+            300..=399 => 1,
+            400..=499 => 2,
+            _ => 3,
+        };
+        self.class[i].increment(1);
+    }
+
+    /// No upstream response (502, 504).
+    pub fn upstream_failed(&self) {
+        self.upstream_error.increment(1);
+        self.class[4].increment(1);
+    }
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -9,17 +9,16 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use http::header::RETRY_AFTER;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use metrics::{counter, Counter};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::auth::{AuthError, Outcome};
-use crate::cache::Audiences;
-use crate::proxy::{json as json_response, Body, Shared};
+use crate::auth::{Audiences, AuthError, Authenticator};
+use crate::config::TokenReviewConfig;
+use crate::response::{self, json as json_response, status, Body};
 use crate::token::{self, Bearer};
 
 pub const PATH_V1: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -29,6 +28,11 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 pub fn is_tokenreview_path(path: &str) -> bool {
     path == PATH_V1 || path == PATH_V1BETA1
+}
+
+/// Is this request for the TokenReview API (enabled, `POST`, one of its paths)?
+pub fn serves(cfg: &TokenReviewConfig, req: &Request<Incoming>) -> bool {
+    cfg.enabled && req.method() == Method::POST && is_tokenreview_path(req.uri().path())
 }
 
 struct ReviewMetrics {
@@ -62,29 +66,19 @@ struct ReviewSpec {
     audiences: Option<Vec<String>>,
 }
 
-/// A Kubernetes `Status` failure object.
-pub fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
-    let body = json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code.as_u16(),
-    });
-    json_response(code, serde_json::to_vec(&body).unwrap_or_default())
-}
-
 /// Handle a `POST` to one of the TokenReview paths.
-pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    auth: &Authenticator,
+    cfg: &TokenReviewConfig,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let (version, api_version) = if req.uri().path() == PATH_V1 {
         ("v1", "authentication.k8s.io/v1")
     } else {
         ("v1beta1", "authentication.k8s.io/v1beta1")
     };
 
-    if let Some(resp) = check_caller(shared, &req).await {
+    if let Some(resp) = check_caller(auth, cfg, &req).await {
         return resp;
     }
 
@@ -160,49 +154,36 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         spec_out.insert("audiences".into(), json!(requested));
     }
     let metadata = review.metadata.unwrap_or_else(|| json!({}));
-    let status_obj = match shared.auth.authenticate(&spec.token, audiences).await {
-        Ok(outcome) => match &*outcome {
-            Outcome::Accepted(v) => {
-                metrics[1].increment(1);
-                let id = v.identity();
-                let extra: Map<String, Value> = id
-                    .extra
-                    .iter()
-                    .map(|(k, vals)| (k.clone(), json!(vals)))
-                    .collect();
-                let mut user = Map::new();
-                user.insert("username".into(), json!(id.username));
-                if !id.uid.is_empty() {
-                    user.insert("uid".into(), json!(id.uid));
-                }
-                user.insert("groups".into(), json!(id.groups));
-                if !extra.is_empty() {
-                    user.insert("extra".into(), Value::Object(extra));
-                }
-                json!({
-                    "authenticated": true,
-                    "user": user,
-                    "audiences": v.audiences(),
-                })
+    let status_obj = match auth.authenticate(&spec.token, audiences).await {
+        Ok(v) => {
+            metrics[1].increment(1);
+            let id = v.identity();
+            let extra: Map<String, Value> = id
+                .extra
+                .iter()
+                .map(|(k, vals)| (k.clone(), json!(vals)))
+                .collect();
+            let mut user = Map::new();
+            user.insert("username".into(), json!(id.username));
+            if !id.uid.is_empty() {
+                user.insert("uid".into(), json!(id.uid));
             }
-            Outcome::Rejected { reason, .. } => {
-                metrics[0].increment(1);
-                json!({"authenticated": false, "user": {}, "error": reason.as_str()})
+            user.insert("groups".into(), json!(id.groups));
+            if !extra.is_empty() {
+                user.insert("extra".into(), Value::Object(extra));
             }
-        },
-        Err(AuthError::Rejected { reason, .. }) => {
+            json!({
+                "authenticated": true,
+                "user": user,
+                "audiences": v.audiences(),
+            })
+        }
+        Err(AuthError::Rejected(r)) => {
             metrics[0].increment(1);
-            json!({"authenticated": false, "user": {}, "error": reason.as_str()})
+            json!({"authenticated": false, "user": {}, "error": r.reason.as_str()})
         }
         Err(AuthError::Unavailable { .. }) => {
-            let mut r = status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "no usable keys for the token's issuer yet",
-            );
-            r.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-            return r;
+            return response::status_unavailable("no usable keys for the token's issuer yet");
         }
     };
     let body = json!({
@@ -220,67 +201,44 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
 
 /// `tokenreview.allowed_callers`: when set, the caller's own bearer must authenticate (same
 /// machinery, configured audiences) to a listed username or group. `None` = allowed.
-async fn check_caller(shared: &Shared, req: &Request<Incoming>) -> Option<Response<Body>> {
-    let allowed = &shared.config.tokenreview.allowed_callers;
+async fn check_caller(
+    auth: &Authenticator,
+    cfg: &TokenReviewConfig,
+    req: &Request<Incoming>,
+) -> Option<Response<Body>> {
+    let allowed = &cfg.allowed_callers;
     if allowed.is_empty() {
         return None;
     }
     let token = match token::extract(req.headers()) {
         Bearer::Token(t) => t,
         Bearer::Missing | Bearer::Ambiguous => {
-            let mut r = status(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
+            return Some(response::status_unauthorized(
                 "a bearer token is required to call TokenReview",
-            );
-            r.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"tokenreview-proxy\""),
-            );
-            return Some(r);
+                HeaderValue::from_static(response::REALM),
+            ));
         }
     };
-    match shared.auth.authenticate(token, Audiences::Configured).await {
-        Ok(outcome) => match &*outcome {
-            Outcome::Accepted(v) => {
-                let id = &v.principal.identity;
-                let ok = allowed
-                    .iter()
-                    .any(|a| *a == id.username || id.groups.iter().any(|g| g == a));
-                if ok {
-                    None
-                } else {
-                    Some(status(
-                        StatusCode::FORBIDDEN,
-                        "Forbidden",
-                        "caller is not in tokenreview.allowed_callers",
-                    ))
-                }
+    match auth.authenticate(token, Audiences::Configured).await {
+        Ok(v) => {
+            let id = &v.principal.identity;
+            let ok = allowed
+                .iter()
+                .any(|a| *a == id.username || id.groups.iter().any(|g| g == a));
+            if ok {
+                None
+            } else {
+                Some(status(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "caller is not in tokenreview.allowed_callers",
+                ))
             }
-            Outcome::Rejected { .. } => Some(status(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "caller token rejected",
-            )),
-        },
-        Err(AuthError::Rejected { reason, .. }) => {
-            let mut r = status(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "caller token rejected",
-            );
-            r.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                crate::proxy::rejected(reason)
-                    .headers()
-                    .get(http::header::WWW_AUTHENTICATE)
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        HeaderValue::from_static("Bearer realm=\"tokenreview-proxy\"")
-                    }),
-            );
-            Some(r)
         }
+        Err(AuthError::Rejected(r)) => Some(response::status_unauthorized(
+            "caller token rejected",
+            response::invalid_token_challenge(r.reason),
+        )),
         Err(AuthError::Unavailable { .. }) => Some(status(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",

@@ -268,6 +268,13 @@ pub fn parse(token: &str, max_len: usize) -> Result<ParsedToken<'_>, Reject> {
     })
 }
 
+/// Seconds since the Unix epoch, the clock every time rule reads.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// The time and lifetime policy of one issuer.
 #[derive(Debug, Clone, Copy)]
 pub struct TimePolicy {

@@ -3,101 +3,94 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
-use http::{HeaderName, HeaderValue};
+use super::issuers::TrustedIssuer;
+use super::verified::Principal;
+use crate::identity::Identity;
 
-use super::Authenticator;
-use crate::identity::{Identity, Principal};
+/// Interned principals by a keyed hash of (issuer name, legacy, identity, audiences). Holds
+/// weak references: a principal lives as long as some cache entry uses it; dead slots are
+/// swept when the map doubles.
+pub struct Interner(Mutex<Slots>);
 
-/// Interned principals by a keyed hash of (issuer, identity, audiences). Holds weak
-/// references: a principal lives as long as some cache entry uses it; dead slots are swept
-/// when the map doubles.
-pub(super) struct Interner {
+struct Slots {
     map: HashMap<u64, Weak<Principal>>,
     sweep_at: usize,
     hasher: RandomState,
 }
 
-impl Interner {
-    pub(super) fn new() -> Interner {
-        Interner {
+/// What makes two principals the same.
+pub struct PrincipalKey<'a> {
+    pub issuer: &'a Arc<TrustedIssuer>,
+    pub legacy: bool,
+    pub identity: &'a Identity,
+    pub audiences: &'a [String],
+}
+
+impl PrincipalKey<'_> {
+    fn hash(&self, slots: &Slots) -> u64 {
+        slots.hasher.hash_one((
+            self.issuer.name(),
+            self.legacy,
+            self.identity,
+            self.audiences,
+        ))
+    }
+
+    fn matches(&self, p: &Principal) -> bool {
+        Arc::ptr_eq(&p.issuer, self.issuer)
+            && p.legacy == self.legacy
+            && p.identity == *self.identity
+            && p.audiences == self.audiences
+    }
+}
+
+impl Default for Interner {
+    fn default() -> Interner {
+        Interner(Mutex::new(Slots {
             map: HashMap::new(),
             sweep_at: 1024,
             hasher: RandomState::new(),
-        }
+        }))
     }
 }
 
-impl Authenticator {
-    /// A live principal equal to (issuer, legacy, identity, audiences), if a cache entry holds
-    /// one. Its headers were built and checked when it was made, so a caller that finds one
-    /// need not build them again.
-    pub(super) fn find_principal(
-        &self,
-        issuer: usize,
-        legacy: bool,
-        identity: &Identity,
-        audiences: &[String],
-    ) -> Option<Arc<Principal>> {
-        let interner = self.principals.lock().ok()?;
-        let key = interner
-            .hasher
-            .hash_one((issuer, legacy, identity, audiences));
-        interner
+impl Interner {
+    /// The live principal equal to `key`, if any (its identity headers are then built
+    /// already).
+    pub fn find(&self, key: &PrincipalKey<'_>) -> Option<Arc<Principal>> {
+        let slots = self.0.lock().ok()?;
+        slots
             .map
-            .get(&key)
+            .get(&key.hash(&slots))
             .and_then(Weak::upgrade)
-            .filter(|p| same(p, issuer, legacy, identity, audiences))
+            .filter(|p| key.matches(p))
     }
 
-    /// The shared principal for (issuer, legacy, identity, audiences): an existing one if a
-    /// live cache entry holds it, else a new one. Called only after the signature verified.
-    pub(super) fn intern(
-        &self,
-        issuer: usize,
-        legacy: bool,
-        identity: Identity,
-        audiences: Vec<String>,
-        headers: Vec<(HeaderName, HeaderValue)>,
-    ) -> Arc<Principal> {
-        let make = |identity, audiences, headers| {
-            Arc::new(Principal {
-                issuer,
-                legacy,
-                identity,
-                audiences,
-                headers,
-            })
+    /// The live principal equal to the one given, or this one, interned.
+    pub fn intern(&self, p: Principal) -> Arc<Principal> {
+        let Ok(mut slots) = self.0.lock() else {
+            return Arc::new(p);
         };
-        let Ok(mut interner) = self.principals.lock() else {
-            return make(identity, audiences, headers);
+        let key = PrincipalKey {
+            issuer: &p.issuer,
+            legacy: p.legacy,
+            identity: &p.identity,
+            audiences: &p.audiences,
         };
-        let key = interner
-            .hasher
-            .hash_one((issuer, legacy, &identity, audiences.as_slice()));
-        if let Some(p) = interner.map.get(&key).and_then(Weak::upgrade) {
-            if same(&p, issuer, legacy, &identity, &audiences) {
-                return p;
+        let hash = key.hash(&slots);
+        if let Some(live) = slots.map.get(&hash).and_then(Weak::upgrade) {
+            if key.matches(&live) {
+                return live;
             }
         }
-        let p = make(identity, audiences, headers);
-        interner.map.insert(key, Arc::downgrade(&p));
-        if interner.map.len() >= interner.sweep_at {
-            interner.map.retain(|_, w| w.strong_count() > 0);
-            interner.sweep_at = (interner.map.len() * 2).max(1024);
+        let p = Arc::new(p);
+        slots.map.insert(hash, Arc::downgrade(&p));
+        if slots.map.len() >= slots.sweep_at {
+            slots.map.retain(|_, w| w.strong_count() > 0);
+            slots.sweep_at = (slots.map.len() * 2).max(1024);
         }
         p
     }
-}
-
-/// A 64-bit hash may collide: share only what is really equal.
-fn same(
-    p: &Principal,
-    issuer: usize,
-    legacy: bool,
-    identity: &Identity,
-    audiences: &[String],
-) -> bool {
-    p.issuer == issuer && p.legacy == legacy && p.identity == *identity && p.audiences == audiences
 }

@@ -5,12 +5,13 @@ use std::borrow::Cow;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::{known_extra_header, EXTRA_CREDENTIAL_ID, EXTRA_POD_NAME, EXTRA_POD_UID};
+use super::extra::{known_extra_header, EXTRA_CREDENTIAL_ID, EXTRA_POD_NAME, EXTRA_POD_UID};
 use crate::config::IdentityMode;
 use crate::verify::{Claims, Reject};
 
 /// The per-token part of a Kubernetes identity: `credential-id` (`JTI=<jti>`) and the pod the
-/// token is bound to. Everything else about the caller is shared in an interned [`Principal`].
+/// token is bound to. Everything else about the caller is shared in an interned principal
+/// (`auth::Principal`).
 ///
 /// Every cache entry holds one, and in a cluster every pod holds a token of its own, so this is
 /// packed into 48 bytes. kube-apiserver's jtis and pod uids are canonical UUIDs: 16 bytes each,

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::Activity;
+use super::activity::Activity;
 
 /// The start of the h2c connection preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").
 pub(super) const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";

@@ -3,212 +3,94 @@
 //! cache hit → re-check expiry and that the verifying key is still published → done.
 //! miss → (coalesced per key) parse → issuer by `iss` → cheap claim checks → bounded signature
 //! verification (one unknown-`kid` refetch allowed) → identity + headers → cached.
+//!
+//! Rooms: `issuers` (the configured issuers by `iss`, with their metrics), `verified` (what a
+//! result holds), `cache` (the shared verification cache), `memo` (a connection's last
+//! token), `intern` (one principal per caller).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use metrics::{counter, histogram, Counter, Histogram};
+use metrics::Counter;
 use tokio::sync::Semaphore;
 
-use crate::cache::{self, Audiences, Keyer, VerifyCache};
 use crate::config::{ClaimsMode, Config, IdentityMode};
-use crate::identity::{self, Identity, Principal, TokenIds};
+use crate::identity::{self, TokenHeaderValues, TokenIds};
 use crate::jwks::Issuer;
-use crate::metrics as m;
-use crate::verify::{self, Reject, LEGACY_ISSUER};
+use crate::verify::{self, now_unix, Reject};
 
+mod cache;
 mod intern;
+mod issuers;
 mod memo;
-use intern::Interner;
+mod verified;
+
+use cache::VerifyCache;
+pub use cache::{Audiences, CacheKey, Keyer};
+use intern::{Interner, PrincipalKey};
+pub use issuers::{Issuers, TrustedIssuer, UNKNOWN_ISSUER_LABEL};
 pub use memo::{TokenMemo, MEMO_TTL};
-
-/// An accepted token: who it is, and everything needed to re-check a cached copy. Every cache
-/// entry holds one, so it is kept to 72 bytes (with the `Arc` around it, a 96-byte
-/// allocation): the shared part lives in an interned [`Principal`], the per-token ids are
-/// packed ([`TokenIds`]), times use sentinels.
-#[derive(Debug)]
-pub struct Verified {
-    /// Issuer, identity without the per-token extras, accepted audiences, pre-built headers:
-    /// shared.
-    pub principal: Arc<Principal>,
-    /// The token's pod name and uid and `credential-id` (`JTI=<jti>`).
-    pub ids: TokenIds,
-    /// `exp + clock_skew`: the last second this result may be served (cache entries live
-    /// until then, capped by `cache.max_ttl`). `i64::MAX`: the token has no `exp`.
-    valid_until: i64,
-    /// `kubernetes.io.warnafter` (Unix seconds, saturated to 32 bits); `u32::MAX` when the
-    /// token carries none.
-    warnafter: u32,
-    /// The key that verified the signature ([`crate::keys::VerifyingKey::serial`]).
-    pub key_serial: u32,
-}
-
-impl Verified {
-    /// Index of the issuer that accepted the token.
-    pub fn issuer(&self) -> usize {
-        self.principal.issuer
-    }
-
-    /// A legacy Secret-based token.
-    pub fn legacy(&self) -> bool {
-        self.principal.legacy
-    }
-
-    /// `exp + clock_skew`, if the token expires.
-    pub fn valid_until(&self) -> Option<i64> {
-        (self.valid_until != i64::MAX).then_some(self.valid_until)
-    }
-
-    /// The full identity, per-token extras included (allocates: for TokenReview and `inspect`).
-    pub fn identity(&self) -> Identity {
-        let mut id = self.principal.identity.clone();
-        let extras = self.ids.extras();
-        if !extras.is_empty() {
-            id.extra.extend(extras);
-            id.extra.sort_by(|a, b| a.0.cmp(&b.0));
-        }
-        id
-    }
-
-    /// Token audiences ∩ the audiences asked for.
-    pub fn audiences(&self) -> &[String] {
-        &self.principal.audiences
-    }
-}
-
-/// What the cache stores.
-#[derive(Debug)]
-pub enum Outcome {
-    Accepted(Verified),
-    Rejected {
-        reason: Reject,
-        issuer: Option<usize>,
-    },
-}
+pub use verified::{Outcome, Principal, Rejection, Verified};
 
 /// Why `authenticate` said no.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum AuthError {
     /// 401 with this reason.
-    Rejected {
-        reason: Reject,
-        issuer: Option<usize>,
-    },
+    Rejected(Rejection),
     /// The token's issuer has no usable keys (never fetched, or stale past `max_stale`): 503.
-    Unavailable { issuer: usize },
+    Unavailable { issuer: Arc<TrustedIssuer> },
 }
 
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Pre-registered metric handles, so the hot path never formats or looks up labels.
-struct IssuerMetrics {
-    rejections: Vec<Counter>,
-    verify_duration: Histogram,
-    stale_tokens: Counter,
-    legacy_accepted: Counter,
-    legacy_rejected: Counter,
-}
-
-impl IssuerMetrics {
-    fn new(name: &str) -> IssuerMetrics {
-        IssuerMetrics {
-            rejections: Reject::ALL
-                .iter()
-                .map(|r| {
-                    counter!(m::TOKEN_REJECTIONS_TOTAL, "issuer" => name.to_string(), "reason" => r.as_str())
-                })
-                .collect(),
-            verify_duration: histogram!(m::VERIFY_DURATION_SECONDS, "issuer" => name.to_string()),
-            stale_tokens: counter!(m::STALE_TOKENS_TOTAL, "issuer" => name.to_string()),
-            legacy_accepted: counter!(m::LEGACY_TOKENS_TOTAL, "issuer" => name.to_string(), "result" => "accepted"),
-            legacy_rejected: counter!(m::LEGACY_TOKENS_TOTAL, "issuer" => name.to_string(), "result" => "rejected"),
+impl AuthError {
+    /// The issuer's name for logs (`unknown` when none could be tied to the token).
+    pub fn issuer_name(&self) -> &str {
+        match self {
+            AuthError::Rejected(r) => r.issuer_name(),
+            AuthError::Unavailable { issuer } => issuer.name(),
         }
     }
 }
 
-/// Label for rejections that cannot be tied to a configured issuer.
-pub const UNKNOWN_ISSUER_LABEL: &str = "unknown";
+/// An accepted token, as the request path forwards it: the result, and the token's own
+/// identity header values (pod name and uid, credential id; empty in `identity_headers =
+/// "none"`).
+pub type Accepted = (Arc<Verified>, TokenHeaderValues);
 
 pub struct Authenticator {
-    pub issuers: Vec<Arc<Issuer>>,
-    by_iss: HashMap<String, usize>,
-    /// The `kubernetes` issuer whose keys verify legacy Secret-based tokens.
-    legacy_issuer: Option<usize>,
+    pub issuers: Issuers,
     cache: VerifyCache,
-    keyer: Keyer,
     /// Bounds concurrent signature verifications, so a flood of unique or bogus tokens cannot
     /// take every core away from cache hits.
     verify_permits: Semaphore,
     max_token_bytes: usize,
     mode: IdentityMode,
-    metrics: Vec<IssuerMetrics>,
     unknown_rejections: Vec<Counter>,
-    cache_hit: Counter,
-    cache_miss: Counter,
-    cache_negative_hit: Counter,
     /// Last time a stale (past warnafter) token was logged per service account.
     stale_logged: Mutex<HashMap<String, Instant>>,
-    principals: Mutex<Interner>,
+    principals: Interner,
 }
 
 impl Authenticator {
     pub fn new(config: &Config, issuers: Vec<Arc<Issuer>>) -> Authenticator {
-        let by_iss = issuers
-            .iter()
-            .enumerate()
-            .map(|(i, is)| (is.cfg.issuer.clone(), i))
-            .collect();
-        let legacy_issuer = issuers
-            .iter()
-            .position(|i| i.cfg.claims == ClaimsMode::Kubernetes && i.cfg.legacy_tokens)
-            .or_else(|| {
-                issuers
-                    .iter()
-                    .position(|i| i.cfg.claims == ClaimsMode::Kubernetes)
-            });
-        let metrics = issuers
-            .iter()
-            .map(|i| IssuerMetrics::new(&i.cfg.name))
-            .collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Authenticator {
-            by_iss,
-            legacy_issuer,
-            cache: cache::build(
+            issuers: Issuers::new(issuers),
+            cache: VerifyCache::new(
                 config.cache.max_entries,
                 config.cache.max_ttl,
                 config.cache.negative_ttl,
             ),
-            keyer: Keyer::random(),
             verify_permits: Semaphore::new(cores),
             max_token_bytes: config.server.max_header_bytes,
             mode: config
                 .upstream
                 .as_ref()
                 .map_or(IdentityMode::Remote, |u| u.identity_headers),
-            metrics,
-            unknown_rejections: Reject::ALL
-                .iter()
-                .map(|r| counter!(m::TOKEN_REJECTIONS_TOTAL, "issuer" => UNKNOWN_ISSUER_LABEL, "reason" => r.as_str()))
-                .collect(),
-            cache_hit: counter!(m::VERIFY_CACHE_TOTAL, "result" => "hit"),
-            cache_miss: counter!(m::VERIFY_CACHE_TOTAL, "result" => "miss"),
-            cache_negative_hit: counter!(m::VERIFY_CACHE_TOTAL, "result" => "negative_hit"),
+            unknown_rejections: issuers::rejection_counters(UNKNOWN_ISSUER_LABEL),
             stale_logged: Mutex::new(HashMap::new()),
-            principals: Mutex::new(Interner::new()),
-            issuers,
+            principals: Interner::default(),
         }
-    }
-
-    pub fn issuer_name(&self, issuer: Option<usize>) -> &str {
-        issuer
-            .and_then(|i| self.issuers.get(i))
-            .map_or(UNKNOWN_ISSUER_LABEL, |i| i.cfg.name.as_str())
     }
 
     /// Number of entries in the verification cache (approximate, as moka reports it).
@@ -225,92 +107,108 @@ impl Authenticator {
         &self,
         token: &str,
         audiences: Audiences<'_>,
-    ) -> Result<Arc<Outcome>, AuthError> {
+    ) -> Result<Arc<Verified>, AuthError> {
         if token.len() > self.max_token_bytes {
             return Err(self.reject(Reject::TooLarge, None));
         }
-        let key = self.keyer.key(token, audiences);
+        let key = self.cache.key(token, audiences);
         if let Some(hit) = self.cache.get(&key).await {
-            match &*hit {
-                Outcome::Accepted(v) => match self.recheck(v) {
+            match hit {
+                Outcome::Accepted(v) => match recheck(&v) {
                     Ok(()) => {
-                        self.cache_hit.increment(1);
-                        self.note_accepted(v);
-                        return Ok(hit);
+                        self.cache.count_hit();
+                        self.note_accepted(&v);
+                        return Ok(v);
                     }
                     Err(Recheck::Expired) => {
-                        self.cache_hit.increment(1);
+                        self.cache.count_hit();
                         self.cache.invalidate(&key).await;
-                        return Err(self.reject(Reject::Expired, Some(v.issuer())));
+                        return Err(self.reject(Reject::Expired, Some(&v.principal.issuer)));
                     }
                     Err(Recheck::Unavailable) => {
-                        return Err(AuthError::Unavailable { issuer: v.issuer() })
+                        return Err(AuthError::Unavailable {
+                            issuer: v.principal.issuer.clone(),
+                        })
                     }
                     // The verifying key was withdrawn: verify again from scratch.
                     Err(Recheck::KeyGone) => self.cache.invalidate(&key).await,
                 },
-                Outcome::Rejected { reason, issuer } => {
-                    self.cache_negative_hit.increment(1);
-                    return Err(self.reject(*reason, *issuer));
+                Outcome::Rejected(r) => {
+                    self.cache.count_negative_hit();
+                    return Err(self.reject(r.reason, r.issuer.as_ref()));
                 }
             }
         }
-        self.cache_miss.increment(1);
+        self.cache.count_miss();
         let result = self
             .cache
-            .try_get_with(key, async {
-                self.verify_uncached(token, audiences).await.map(Arc::new)
-            })
+            .get_or_verify(key, self.verify_uncached(token, audiences))
             .await;
-        let outcome = match result {
-            Ok(o) => o,
+        match result {
+            Ok(Outcome::Accepted(v)) => {
+                self.note_accepted(&v);
+                Ok(v)
+            }
+            Ok(Outcome::Rejected(r)) => Err(self.reject(r.reason, r.issuer.as_ref())),
             // Never cached: "no keys" and "unknown kid" may change any moment.
-            Err(e) => {
-                return Err(match *e {
-                    AuthError::Rejected { reason, issuer } => self.reject(reason, issuer),
-                    unavailable => unavailable,
-                })
-            }
-        };
-        match &*outcome {
-            Outcome::Accepted(v) => {
-                self.note_accepted(v);
-                Ok(outcome)
-            }
-            Outcome::Rejected { reason, issuer } => Err(self.reject(*reason, *issuer)),
+            Err(e) => Err(match &*e {
+                AuthError::Rejected(r) => self.reject(r.reason, r.issuer.as_ref()),
+                unavailable => unavailable.clone(),
+            }),
         }
     }
 
-    fn reject(&self, reason: Reject, issuer: Option<usize>) -> AuthError {
-        let counters = match issuer.and_then(|i| self.metrics.get(i)) {
-            Some(im) => {
+    /// [`Self::authenticate`] for the configured audiences, for a token the connection's memo
+    /// did not answer ([`Self::recall`]); the memo then keeps the result if accepted.
+    pub async fn authenticate_and_remember(
+        &self,
+        token: &str,
+        memo: &TokenMemo,
+    ) -> Result<Accepted, AuthError> {
+        let result = self.authenticate(token, Audiences::Configured).await;
+        let accepted = result.map(|v| {
+            let headers = match self.mode {
+                IdentityMode::None => TokenHeaderValues::default(),
+                _ => v.ids.header_values(),
+            };
+            (v, headers)
+        });
+        memo.remember(token, accepted.as_ref().ok().map(|(v, h)| (v, h)));
+        accepted
+    }
+
+    /// The connection's memo's answer for `token`, if it has one (a repeat of its last
+    /// accepted token, within [`MEMO_TTL`], that passes the recheck). Synchronous: the
+    /// request path tries it before building any future for the full path.
+    pub fn recall(&self, token: &str, memo: &TokenMemo) -> Option<Accepted> {
+        let (v, headers) = memo.recall(token)?;
+        // Any recheck failure takes the full path, which answers it exactly as for a cache hit.
+        recheck(&v).ok()?;
+        self.cache.count_hit();
+        self.note_accepted(&v);
+        Some((v, headers))
+    }
+
+    fn reject(&self, reason: Reject, issuer: Option<&Arc<TrustedIssuer>>) -> AuthError {
+        let counters = match issuer {
+            Some(i) => {
                 if reason == Reject::LegacyToken {
-                    im.legacy_rejected.increment(1);
+                    i.metrics.legacy_rejected.increment(1);
                 }
-                &im.rejections
+                &i.metrics.rejections
             }
             None => &self.unknown_rejections,
         };
         counters[reason as usize].increment(1);
-        AuthError::Rejected { reason, issuer }
-    }
-
-    fn recheck(&self, v: &Verified) -> Result<(), Recheck> {
-        let issuer = &self.issuers[v.issuer()];
-        // Same rule as verification: accepted while exp > now - clock_skew.
-        if v.valid_until <= now_unix() {
-            return Err(Recheck::Expired);
-        }
-        let keys = issuer.store.usable().ok_or(Recheck::Unavailable)?;
-        if !keys.contains_serial(v.key_serial) {
-            return Err(Recheck::KeyGone);
-        }
-        Ok(())
+        AuthError::Rejected(Rejection {
+            reason,
+            issuer: issuer.cloned(),
+        })
     }
 
     /// Accounting done on every accepted use, cached or not.
     fn note_accepted(&self, v: &Verified) {
-        let im = &self.metrics[v.issuer()];
+        let im = &v.issuer().metrics;
         if v.legacy() {
             im.legacy_accepted.increment(1);
         }
@@ -319,7 +217,6 @@ impl Authenticator {
             self.log_stale(v);
         }
     }
-
     fn log_stale(&self, v: &Verified) {
         let now = Instant::now();
         let Ok(mut seen) = self.stale_logged.lock() else {
@@ -339,7 +236,7 @@ impl Authenticator {
         let pod = v.ids.pod_name().unwrap_or_default();
         let (ns, sa) = verify::split_sa_username(username).unwrap_or(("", ""));
         tracing::warn!(
-            issuer = %self.issuers[v.issuer()].cfg.name,
+            issuer = v.issuer().name(),
             namespace = ns,
             service_account = sa,
             pod = pod.as_ref(),
@@ -354,35 +251,33 @@ impl Authenticator {
         token: &str,
         audiences: Audiences<'_>,
     ) -> Result<Outcome, AuthError> {
-        let rejected = |reason, issuer| Ok(Outcome::Rejected { reason, issuer });
+        let rejected = |reason, issuer: Option<&Arc<TrustedIssuer>>| {
+            Ok(Outcome::Rejected(Rejection {
+                reason,
+                issuer: issuer.cloned(),
+            }))
+        };
         let t = match verify::parse(token, self.max_token_bytes) {
             Ok(t) => t,
             Err(r) => return rejected(r, None),
         };
         let iss = t.claims.iss.as_deref().unwrap_or("");
-        let (idx, legacy) = if iss == LEGACY_ISSUER {
-            match self.legacy_issuer {
-                Some(i) => (i, true),
-                None => return rejected(Reject::UnknownIssuer, None),
-            }
-        } else {
-            match self.by_iss.get(iss) {
-                Some(&i) => (i, false),
-                None => return rejected(Reject::UnknownIssuer, None),
-            }
+        let Some((issuer, legacy)) = self.issuers.select(iss) else {
+            return rejected(Reject::UnknownIssuer, None);
         };
-        let issuer = &self.issuers[idx];
-        let cfg = &issuer.cfg;
+        let by = Some(issuer);
+        let cfg = issuer.cfg();
         if legacy && !cfg.legacy_tokens {
-            return rejected(Reject::LegacyToken, Some(idx));
+            return rejected(Reject::LegacyToken, by);
         }
         if !cfg.algorithms.contains(&t.alg) {
-            return rejected(Reject::UnsupportedAlgorithm, Some(idx));
+            return rejected(Reject::UnsupportedAlgorithm, by);
         }
         let now = now_unix();
-        let exp = match verify::check_times(&t.claims, now, issuer.policy, !legacy) {
+        let policy = issuer.policy();
+        let exp = match verify::check_times(&t.claims, now, policy, !legacy) {
             Ok(e) => e,
-            Err(r) => return rejected(r, Some(idx)),
+            Err(r) => return rejected(r, by),
         };
         let expected: &[String] = match audiences {
             Audiences::Configured => &cfg.audiences,
@@ -394,42 +289,47 @@ impl Authenticator {
         } else {
             match verify::audience_intersection(&t.claims, expected) {
                 Ok(a) => a,
-                Err(r) => return rejected(r, Some(idx)),
+                Err(r) => return rejected(r, by),
             }
         };
         let identity = if legacy {
             match verify::check_legacy_claims(&t.claims) {
                 Ok((ns, name)) => identity::legacy_identity(&t.claims, ns, name),
-                Err(r) => return rejected(r, Some(idx)),
+                Err(r) => return rejected(r, by),
             }
         } else {
             match cfg.claims {
                 ClaimsMode::Kubernetes => match verify::check_kubernetes_claims(&t.claims) {
                     Ok((ns, name)) => identity::kubernetes_identity(&t.claims, ns, name),
-                    Err(r) => return rejected(r, Some(idx)),
+                    Err(r) => return rejected(r, by),
                 },
                 ClaimsMode::Oidc => {
                     match identity::oidc_identity(&t.payload, &cfg.claim_mappings) {
                         Ok(id) => id,
-                        Err(r) => return rejected(r, Some(idx)),
+                        Err(r) => return rejected(r, by),
                     }
                 }
             }
         };
         // Identity headers are built (and checked) once per principal: a live one that is
         // equal already holds them.
-        let existing = self.find_principal(idx, legacy, &identity, &token_audiences);
+        let existing = self.principals.find(&PrincipalKey {
+            issuer,
+            legacy,
+            identity: &identity,
+            audiences: &token_audiences,
+        });
         let headers = match existing {
             Some(_) => Vec::new(),
             None => match identity::identity_headers(&identity, self.mode) {
                 Ok(h) => h,
-                Err(r) => return rejected(r, Some(idx)),
+                Err(r) => return rejected(r, by),
             },
         };
         let ids = if !legacy && cfg.claims == ClaimsMode::Kubernetes {
             match TokenIds::from_claims(&t.claims) {
                 Ok(ids) => ids,
-                Err(r) => return rejected(r, Some(idx)),
+                Err(r) => return rejected(r, by),
             }
         } else {
             TokenIds::none()
@@ -446,20 +346,24 @@ impl Authenticator {
         // Signature work: bounded. An unknown kid asks the refresher for a refetch and looks
         // again; a second attempt covers joining a fetch that began before the key was
         // published (the rate limit then decides whether a new fetch happens).
+        let keys = &issuer.keys;
         let mut attempts = 0;
         let key_serial = loop {
             // Before the keys are loaded: a fetch completing after this read is seen by the
             // refetch below.
-            let seen = issuer.keys_generation();
+            let seen = keys.keys_generation();
             let result = {
                 let _permit = self.verify_permits.acquire().await;
-                let Some(keys) = issuer.store.usable() else {
-                    return Err(AuthError::Unavailable { issuer: idx });
+                let Some(set) = keys.store.usable() else {
+                    return Err(AuthError::Unavailable {
+                        issuer: issuer.clone(),
+                    });
                 };
                 let started = Instant::now();
-                let r = verify::verify_signature(&t, &keys).map(|k| k.serial);
+                let r = verify::verify_signature(&t, &set).map(|k| k.serial);
                 if r != Err(Reject::UnknownKey) {
-                    self.metrics[idx]
+                    issuer
+                        .metrics
                         .verify_duration
                         .record(started.elapsed().as_secs_f64());
                 }
@@ -469,28 +373,35 @@ impl Authenticator {
                 Ok(serial) => break serial,
                 Err(Reject::UnknownKey) => {
                     attempts += 1;
-                    if attempts > 2 || !issuer.refetch_for_unknown_kid(seen).await {
-                        return Err(AuthError::Rejected {
+                    if attempts > 2 || !keys.refetch_for_unknown_kid(seen).await {
+                        return Err(AuthError::Rejected(Rejection {
                             reason: Reject::UnknownKey,
-                            issuer: Some(idx),
-                        });
+                            issuer: Some(issuer.clone()),
+                        }));
                     }
                 }
-                Err(r) => return rejected(r, Some(idx)),
+                Err(r) => return rejected(r, by),
             }
         };
-        Ok(Outcome::Accepted(Verified {
-            principal: match existing {
-                Some(p) => p,
-                None => self.intern(idx, legacy, identity, token_audiences, headers),
-            },
+        let principal = match existing {
+            Some(p) => p,
+            None => self.principals.intern(Principal {
+                issuer: issuer.clone(),
+                legacy,
+                identity,
+                audiences: token_audiences,
+                headers,
+            }),
+        };
+        Ok(Outcome::Accepted(Arc::new(Verified {
+            principal,
             ids,
             valid_until: exp.map_or(i64::MAX, |e| {
-                e.saturating_add(issuer.policy.clock_skew).min(i64::MAX - 1)
+                e.saturating_add(policy.clock_skew).min(i64::MAX - 1)
             }),
             warnafter,
             key_serial,
-        }))
+        })))
     }
 }
 
@@ -498,6 +409,19 @@ enum Recheck {
     Expired,
     KeyGone,
     Unavailable,
+}
+
+/// Is a cached result still good? Same rule as verification for time (accepted while
+/// `exp > now - clock_skew`), and the key that verified it must still be published.
+fn recheck(v: &Verified) -> Result<(), Recheck> {
+    if v.valid_until <= now_unix() {
+        return Err(Recheck::Expired);
+    }
+    let keys = v.issuer().keys.store.usable().ok_or(Recheck::Unavailable)?;
+    if !keys.contains_serial(v.key_serial) {
+        return Err(Recheck::KeyGone);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -518,20 +442,15 @@ mod tests {
         Authenticator::new(&cfg, vec![issuer])
     }
 
-    async fn accept(auth: &Authenticator, token: &str) -> Arc<Outcome> {
-        let o = auth
-            .authenticate(token, Audiences::Configured)
+    async fn accept(auth: &Authenticator, token: &str) -> Arc<Verified> {
+        // Accepted by type: `authenticate` has no `Ok` for a rejection.
+        auth.authenticate(token, Audiences::Configured)
             .await
-            .unwrap();
-        assert!(matches!(&*o, Outcome::Accepted(_)));
-        o
+            .unwrap()
     }
 
-    fn verified(o: &Outcome) -> &Verified {
-        match o {
-            Outcome::Accepted(v) => v,
-            Outcome::Rejected { .. } => unreachable!(),
-        }
+    fn verified(v: &Verified) -> &Verified {
+        v
     }
 
     #[test]

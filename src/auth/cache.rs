@@ -9,10 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use metrics::{counter, Counter};
 use moka::future::Cache;
 use moka::Expiry;
 
-use crate::auth::{Outcome, Verified};
+use super::verified::{Outcome, Verified};
+use crate::metrics as m;
+use crate::verify::now_unix;
 
 /// A 128-bit keyed hash of (audience set, token). 128 bits keep a forged match out of reach
 /// (an attacker who cannot see the key must hit one of the cached values by chance) at half
@@ -99,16 +102,16 @@ struct OutcomeExpiry {
     negative_ttl: Duration,
 }
 
-impl Expiry<CacheKey, Arc<Outcome>> for OutcomeExpiry {
+impl Expiry<CacheKey, Outcome> for OutcomeExpiry {
     fn expire_after_create(
         &self,
         _key: &CacheKey,
-        value: &Arc<Outcome>,
+        value: &Outcome,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(match &**value {
+        Some(match value {
             Outcome::Accepted(v) => ttl_for(v, self.max_ttl),
-            Outcome::Rejected { .. } => self.negative_ttl,
+            Outcome::Rejected(_) => self.negative_ttl,
         })
     }
 }
@@ -117,22 +120,81 @@ fn ttl_for(v: &Verified, max_ttl: Duration) -> Duration {
     match v.valid_until() {
         None => max_ttl,
         Some(until) => {
-            let left = until.saturating_sub(crate::auth::now_unix()).max(0) as u64;
+            let left = until.saturating_sub(now_unix()).max(0) as u64;
             max_ttl.min(Duration::from_secs(left))
         }
     }
 }
 
-pub type VerifyCache = Cache<CacheKey, Arc<Outcome>, KeyHasherBuilder>;
+/// The cache, its key, and its lookup counters.
+pub struct VerifyCache {
+    entries: Cache<CacheKey, Outcome, KeyHasherBuilder>,
+    keyer: Keyer,
+    hit: Counter,
+    miss: Counter,
+    negative_hit: Counter,
+}
 
-pub fn build(max_entries: u64, max_ttl: Duration, negative_ttl: Duration) -> VerifyCache {
-    Cache::builder()
-        .max_capacity(max_entries)
-        .expire_after(OutcomeExpiry {
-            max_ttl,
-            negative_ttl,
-        })
-        .build_with_hasher(KeyHasherBuilder::default())
+impl VerifyCache {
+    pub fn new(max_entries: u64, max_ttl: Duration, negative_ttl: Duration) -> VerifyCache {
+        VerifyCache {
+            entries: Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(OutcomeExpiry {
+                    max_ttl,
+                    negative_ttl,
+                })
+                .build_with_hasher(KeyHasherBuilder::default()),
+            keyer: Keyer::random(),
+            hit: counter!(m::VERIFY_CACHE_TOTAL, "result" => "hit"),
+            miss: counter!(m::VERIFY_CACHE_TOTAL, "result" => "miss"),
+            negative_hit: counter!(m::VERIFY_CACHE_TOTAL, "result" => "negative_hit"),
+        }
+    }
+
+    pub fn key(&self, token: &str, audiences: Audiences<'_>) -> CacheKey {
+        self.keyer.key(token, audiences)
+    }
+
+    pub async fn get(&self, key: &CacheKey) -> Option<Outcome> {
+        self.entries.get(key).await
+    }
+
+    pub async fn invalidate(&self, key: &CacheKey) {
+        self.entries.invalidate(key).await
+    }
+
+    /// The cached outcome, or `init`'s, computed once for concurrent callers of one key.
+    /// `init`'s `Err` (an outcome that must not be cached) goes to every waiting caller.
+    pub async fn get_or_verify<E: Send + Sync + 'static>(
+        &self,
+        key: CacheKey,
+        init: impl std::future::Future<Output = Result<Outcome, E>>,
+    ) -> Result<Outcome, Arc<E>> {
+        self.entries.try_get_with(key, init).await
+    }
+
+    /// Entries held (approximate, as moka reports it).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    pub async fn run_pending_tasks(&self) {
+        self.entries.run_pending_tasks().await
+    }
+
+    /// Count a lookup answered by an accepted entry (the cache or a connection's memo).
+    pub fn count_hit(&self) {
+        self.hit.increment(1);
+    }
+
+    pub fn count_miss(&self) {
+        self.miss.increment(1);
+    }
+
+    pub fn count_negative_hit(&self) {
+        self.negative_hit.increment(1);
+    }
 }
 
 #[cfg(test)]

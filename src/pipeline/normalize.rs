@@ -1,0 +1,119 @@
+//! Stage 1, normalize: runs first, on every request the main listener receives, before
+//! anything reads the request. It bounds each header line (431 over
+//! `server.max_header_bytes`) and, for requests to proxy, removes every identity header a
+//! client could send to claim an identity (SPEC section 6), whatever its token and the mode.
+//! It may remove headers; it never adds any. SPEC section 11's path normalization joins it.
+
+use http::{HeaderMap, HeaderName};
+
+/// Does any header line (name, `: `, value) exceed `max` bytes? hyper bounds the whole head
+/// (at least 8 KiB); SPEC bounds each header line.
+pub fn oversized_header(headers: &HeaderMap, max: usize) -> bool {
+    headers
+        .iter()
+        .any(|(n, v)| n.as_str().len() + 2 + v.len() > max)
+}
+
+/// Is this a header a client could use to claim an identity? Matches `X-Remote-User`,
+/// `X-Remote-Uid`, `X-Remote-Group`, `X-Remote-Extra-*`, `Impersonate-User`,
+/// `Impersonate-Uid`, `Impersonate-Group`, `Impersonate-Extra-*`, in any case and with `-`,
+/// `_` or `.` as separators. `name` is lowercase (as `http` stores it).
+pub fn is_spoofable(name: &str) -> bool {
+    let b = name.as_bytes();
+    // Fast exit for the common case: neither prefix can match.
+    match b.first() {
+        Some(b'x') | Some(b'i') => {}
+        _ => return false,
+    }
+    const EXACT: [&[u8]; 6] = [
+        b"x-remote-user",
+        b"x-remote-uid",
+        b"x-remote-group",
+        b"impersonate-user",
+        b"impersonate-uid",
+        b"impersonate-group",
+    ];
+    const PREFIX: [&[u8]; 2] = [b"x-remote-extra-", b"impersonate-extra-"];
+    let eq = |x: u8, pattern: u8| {
+        if pattern == b'-' {
+            matches!(x, b'-' | b'_' | b'.')
+        } else {
+            x == pattern
+        }
+    };
+    let matches_prefix = |p: &[u8]| b.len() >= p.len() && b.iter().zip(p).all(|(&x, &y)| eq(x, y));
+    EXACT
+        .iter()
+        .any(|p| b.len() == p.len() && matches_prefix(p))
+        || PREFIX.iter().any(|p| matches_prefix(p))
+}
+
+/// Remove every spoofable identity header.
+pub fn strip_spoofable(headers: &mut HeaderMap) {
+    // Rare in practice: scan first, allocate only when there is something to remove.
+    if !headers.keys().any(|k| is_spoofable(k.as_str())) {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_spoofable(k.as_str()))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spoofable_spellings() {
+        for n in [
+            "x-remote-user",
+            "x_remote_user",
+            "x.remote.user",
+            "x-remote_uid",
+            "x-remote-group",
+            "x-remote-extra-scopes",
+            "x_remote_extra_anything",
+            "impersonate-user",
+            "impersonate_group",
+            "impersonate.uid",
+            "impersonate-extra-foo",
+            "impersonate_extra_",
+        ] {
+            assert!(is_spoofable(n), "{n}");
+        }
+        for n in [
+            "x-remote-users",
+            "x-remote",
+            "x-request-id",
+            "authorization",
+            "impersonated-user",
+            "x-forwarded-for",
+            "x-remote-extr",
+        ] {
+            assert!(!is_spoofable(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn strip_removes_all_values() {
+        let mut h = HeaderMap::new();
+        h.append("x-remote-group", "system:masters".parse().unwrap());
+        h.append("x-remote-group", "other".parse().unwrap());
+        h.append(
+            "X_Remote_User"
+                .to_ascii_lowercase()
+                .parse::<HeaderName>()
+                .unwrap(),
+            "root".parse().unwrap(),
+        );
+        h.append("accept", "*/*".parse().unwrap());
+        strip_spoofable(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+}

@@ -1,0 +1,407 @@
+//! The upstream client: an authenticated request rewritten for the upstream (SPEC section 6)
+//! and sent, its response head handed back. Bodies stream both ways untouched.
+//!
+//! HTTP/1 clients send one request at a time, so each downstream HTTP/1 connection gets an
+//! upstream connection of its own ([`UpstreamSlot`]): no pool lock, no pool lookup. HTTP/2
+//! clients multiplex and go through the worker's own pool. Settings are built once from the
+//! config ([`UpstreamSettings`]); each worker thread makes its client from them.
+
+use std::future::{ready, Future};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use futures_util::future::{Either, FutureExt};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
+
+use crate::cold::out_of_line;
+use crate::config::{IdentityMode, UpstreamConfig};
+use crate::identity::{TokenHeaderNames, TokenHeaderValues};
+use crate::tls;
+
+mod deadline;
+mod headers;
+
+pub use deadline::{DeadlineWatch, UpstreamDeadline};
+use headers::append_grouped;
+pub use headers::strip_hop_by_hop;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream unreachable")]
+    Unreachable,
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream request failed")]
+    Failed,
+}
+
+type Connector = HttpsConnector<HttpConnector>;
+type UpstreamClient = Client<Connector, Incoming>;
+type Sender = http1::SendRequest<Incoming>;
+
+/// The upstream's response head as the client gets it (hop-by-hop headers gone), or why there
+/// is none (`None`: the upstream timeout passed).
+fn response_head(
+    sent: Option<Result<Response<Incoming>, UpstreamError>>,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let mut resp = sent.ok_or(UpstreamError::Timeout)??;
+    strip_hop_by_hop(resp.headers_mut());
+    Ok(resp)
+}
+
+/// The upstream HTTP/1 connection that belongs to one downstream HTTP/1 connection, idle
+/// between requests. HTTP/1 serves one request at a time, so a downstream connection never
+/// needs more than one upstream connection, and needs no pool: no pool lock, no pool map
+/// lookup, no idle list. It closes when the downstream connection does. An upstream that closes
+/// it first is handled by reconnecting on the next request.
+#[derive(Default)]
+pub struct UpstreamSlot(std::sync::Mutex<Option<Sender>>);
+
+impl UpstreamSlot {
+    fn take(&self) -> Option<Sender> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+
+    fn put(&self, sender: Sender) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(sender);
+        }
+    }
+}
+
+/// What the upstream side needs of one downstream connection: the client's address for
+/// `X-Forwarded-*`, and for HTTP/1 its own upstream connection and upstream timeout.
+pub struct Downstream {
+    /// The client's IP, as a header value built once per connection.
+    pub ip: HeaderValue,
+    pub tls: bool,
+    pub slot: UpstreamSlot,
+    pub deadline: UpstreamDeadline,
+}
+
+impl Downstream {
+    pub fn new(ip: HeaderValue, tls: bool) -> Downstream {
+        Downstream {
+            ip,
+            tls,
+            slot: Default::default(),
+            deadline: Default::default(),
+        }
+    }
+}
+
+/// Everything `[upstream]` decides, checked and built once: the TLS client configuration, the
+/// URL's parts, the identity mode.
+#[derive(Clone)]
+pub struct UpstreamSettings {
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+    scheme: Scheme,
+    authority: Authority,
+    /// The upstream URL's path without trailing slash ("" when none).
+    base_path: String,
+    host: HeaderValue,
+    mode: IdentityMode,
+    forward_token: bool,
+    timeout: Duration,
+    proxy_token: Arc<ArcSwapOption<HeaderValue>>,
+}
+
+impl UpstreamSettings {
+    /// `proxy_token`: the proxy's own bearer for impersonate mode, kept fresh elsewhere.
+    pub fn new(
+        cfg: &UpstreamConfig,
+        proxy_token: Arc<ArcSwapOption<HeaderValue>>,
+    ) -> Result<UpstreamSettings, tls::TlsError> {
+        let client_cert = cfg
+            .client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        let tls = tls::client_config(cfg.ca_file.as_deref(), client_cert)?;
+        let scheme = cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority = cfg
+            .url
+            .authority()
+            .cloned()
+            .ok_or_else(|| tls::TlsError::Config("upstream.url has no host".into()))?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| tls::TlsError::Config("upstream.url host is not a valid Host".into()))?;
+        Ok(UpstreamSettings {
+            tls,
+            connect_timeout: cfg.connect_timeout,
+            scheme,
+            authority,
+            base_path: cfg.url.path().trim_end_matches('/').to_string(),
+            host,
+            mode: cfg.identity_headers,
+            forward_token: cfg.forward_token,
+            timeout: cfg.timeout,
+            proxy_token,
+        })
+    }
+
+    /// How long a request may wait for the upstream's response head.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// The upstream of one worker thread. Requests from HTTP/1 clients go over their downstream
+/// connection's own upstream connection ([`UpstreamSlot`]); requests from HTTP/2 clients, which
+/// multiplex, go through this worker's own connection pool (no cross-thread locking).
+pub struct Upstream {
+    connector: Connector,
+    client: UpstreamClient,
+    scheme: Scheme,
+    authority: Authority,
+    /// The upstream URL's path without trailing slash ("" when none).
+    base_path: String,
+    host: HeaderValue,
+    mode: IdentityMode,
+    /// Names of the per-token identity headers (pod name and uid, credential id) in `mode`.
+    token_header_names: TokenHeaderNames,
+    forward_token: bool,
+    timeout: Duration,
+    proxy_token: Arc<ArcSwapOption<HeaderValue>>,
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+impl Upstream {
+    /// One worker thread's client (its pool spawns connection tasks on the runtime that
+    /// sends).
+    pub fn new(s: &UpstreamSettings) -> Upstream {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(s.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(s.tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(connector.clone());
+        Upstream {
+            connector,
+            client,
+            scheme: s.scheme.clone(),
+            authority: s.authority.clone(),
+            base_path: s.base_path.clone(),
+            host: s.host.clone(),
+            mode: s.mode,
+            token_header_names: TokenHeaderNames::new(s.mode),
+            forward_token: s.forward_token,
+            timeout: s.timeout,
+            proxy_token: s.proxy_token.clone(),
+        }
+    }
+
+    /// How long a request may wait for the upstream's response head.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Rewrite an authenticated request for the upstream and send it. The caller has already
+    /// stripped spoofable identity headers.
+    ///
+    /// The request is rewritten, and on an HTTP/1 client's idle upstream connection (the
+    /// common case) handed over, before the returned future is first polled. That future is
+    /// then only the wait for the response, a few combinators deep, not nested `async fn`s:
+    /// each of those keeps its own copy of what it was called with, and the request's future
+    /// lives in the connection's memory, which a keep-alive client comes back to only after
+    /// the other connections' requests have run (cold in the cache). The rarer paths (a new
+    /// upstream connection, an HTTP/2 client's pooled request, a rewrite error) are boxed.
+    pub fn forward<'a>(
+        &'a self,
+        req: Request<Incoming>,
+        identity_headers: &[(HeaderName, HeaderValue)],
+        token_headers: TokenHeaderValues,
+        conn: &'a Downstream,
+    ) -> impl Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'a {
+        // HTTP/1 clients send one request at a time: they get their own upstream connection.
+        let dedicated = req.version() <= Version::HTTP_11;
+        let req = match self.rewrite(req, identity_headers, token_headers, conn, dedicated) {
+            Ok(req) => req,
+            Err(e) => return Either::Right(out_of_line(ready(Err(e)))),
+        };
+        if !dedicated {
+            return Either::Right(out_of_line(async move {
+                let sent = tokio::time::timeout(self.timeout, self.send_pooled(req)).await;
+                response_head(sent.ok())
+            }));
+        }
+        let slot = &conn.slot;
+        match slot.take() {
+            Some(mut sender) if sender.is_ready() => {
+                // hyper queues the request now; the future only waits for the response.
+                let response = sender.try_send_request(req);
+                slot.put(sender);
+                let response = response.then(move |r| match r {
+                    Ok(resp) => Either::Left(ready(Ok(resp))),
+                    // Handed back unsent: the upstream closed this idle connection just now.
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => Either::Right(out_of_line(self.send_fresh(unsent, slot))),
+                        None => {
+                            tracing::debug!(error = %e.error(), "upstream request failed");
+                            Either::Left(ready(Err(UpstreamError::Failed)))
+                        }
+                    },
+                });
+                Either::Left(conn.deadline.within(response).map(response_head))
+            }
+            // No connection yet, or one still busy after a timed-out request, or closed by
+            // the upstream: dropping it closes it, and a new one is opened.
+            _ => Either::Right(out_of_line(async move {
+                response_head(conn.deadline.within(self.send_fresh(req, slot)).await)
+            })),
+        }
+    }
+
+    /// The request as the upstream gets it: hop-by-hop headers gone, the token kept or dropped
+    /// per mode, `Host` and `X-Forwarded-*` set, identity headers appended, the path prefixed
+    /// with the upstream URL's. `origin_form` gives "/path?query" (for a connection already
+    /// open to the upstream); otherwise the absolute URI the pool routes by.
+    fn rewrite(
+        &self,
+        req: Request<Incoming>,
+        identity_headers: &[(HeaderName, HeaderValue)],
+        token_headers: TokenHeaderValues,
+        conn: &Downstream,
+        origin_form: bool,
+    ) -> Result<Request<Incoming>, UpstreamError> {
+        let (mut parts, body) = req.into_parts();
+        let original_host = parts.headers.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        // Room for what is appended below, so the map grows (and rehashes) at most once.
+        headers.reserve(identity_headers.len() + 8);
+        match self.mode {
+            IdentityMode::Impersonate => {
+                headers.remove(AUTHORIZATION);
+                if let Some(t) = &*self.proxy_token.load() {
+                    headers.insert(AUTHORIZATION, (**t).clone());
+                }
+            }
+            _ if !self.forward_token => {
+                headers.remove(AUTHORIZATION);
+            }
+            _ => {}
+        }
+        headers.insert(HOST, self.host.clone());
+        headers.append(X_FORWARDED_FOR.clone(), conn.ip.clone());
+        headers.append(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        );
+        if let Some(h) = original_host {
+            headers.append(X_FORWARDED_HOST.clone(), h);
+        }
+        append_grouped(headers, identity_headers);
+        token_headers.append_to(&self.token_header_names, headers);
+
+        let path = parts.uri.path_and_query().cloned();
+        let path = if self.base_path.is_empty() {
+            path.unwrap_or_else(|| PathAndQuery::from_static("/"))
+        } else {
+            let pq = path.as_ref().map_or("/", |p| p.as_str());
+            PathAndQuery::try_from(format!("{}{}", self.base_path, pq))
+                .map_err(|_| UpstreamError::Failed)?
+        };
+        parts.uri = if origin_form {
+            Uri::from(path)
+        } else {
+            self.absolute(path)?
+        };
+        parts.version = Version::HTTP_11;
+        Ok(Request::from_parts(parts, body))
+    }
+
+    fn absolute(&self, path: PathAndQuery) -> Result<Uri, UpstreamError> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(self.scheme.clone());
+        uri.authority = Some(self.authority.clone());
+        uri.path_and_query = Some(path);
+        Uri::from_parts(uri).map_err(|_| UpstreamError::Failed)
+    }
+
+    async fn send_pooled(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.client.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                UpstreamError::Unreachable
+            } else {
+                tracing::debug!(error = %e, "upstream request failed");
+                UpstreamError::Failed
+            }
+        })
+    }
+
+    /// Open a new upstream connection for this downstream connection and send on it.
+    async fn send_fresh(
+        &self,
+        req: Request<Incoming>,
+        slot: &UpstreamSlot,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut sender = self.connect().await?;
+        sender.ready().await.map_err(|e| {
+            tracing::debug!(error = %e, "upstream connection closed before the request");
+            UpstreamError::Failed
+        })?;
+        let response = sender.try_send_request(req);
+        slot.put(sender);
+        response.await.map_err(|e| {
+            tracing::debug!(error = %e.error(), "upstream request failed");
+            UpstreamError::Failed
+        })
+    }
+
+    async fn connect(&self) -> Result<Sender, UpstreamError> {
+        let mut connector = self.connector.clone();
+        let target = self.absolute(PathAndQuery::from_static("/"))?;
+        let io = async {
+            std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+            connector.call(target).await
+        }
+        .await
+        .map_err(|e| {
+            tracing::debug!(error = %e, "upstream connect failed");
+            UpstreamError::Unreachable
+        })?;
+        let (sender, conn) = http1::handshake(io).await.map_err(|e| {
+            tracing::debug!(error = %e, "upstream handshake failed");
+            UpstreamError::Failed
+        })?;
+        // Runs on this worker's runtime, like the request; ends when the sender is dropped
+        // (the downstream connection closed, or a newer connection replaced it) or the
+        // upstream closes.
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
