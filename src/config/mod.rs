@@ -1,0 +1,284 @@
+//! Configuration (SPEC section 3). Every input goes one way, as in river's `config/internal.rs`:
+//!
+//! ```text
+//! TOML text ─► raw      serde structs that reject unknown keys (deny_unknown_fields)
+//!           ─► validate one function per section: durations parsed, URLs checked, defaults
+//!           ─► Config   the internal type the rest of the proxy reads (types.rs)
+//! ```
+//!
+//! Every error names the file and the key.
+
+use std::path::{Path, PathBuf};
+
+mod raw;
+mod types;
+mod validate;
+
+pub use types::{
+    AdminConfig, CacheConfig, ClaimMappings, ClaimsMode, Config, ConfigError, IdentityMode,
+    IssuerConfig, KeySource, ServerConfig, TlsFiles, TokenReviewConfig, UpstreamConfig,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_ALGORITHMS, DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_MAX_TTL,
+    DEFAULT_CLOCK_SKEW, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE,
+    DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_NEGATIVE_TTL, DEFAULT_REFRESH_INTERVAL,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM_TIMEOUT,
+};
+pub use validate::parse_duration;
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// Parse and validate config text; `file` is only used in messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            file: file.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let value: toml::Value = toml::from_str(text).map_err(|e| {
+            err(
+                "(syntax)",
+                e.message().to_string() + &line_hint(text, e.span()),
+            )
+        })?;
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." || path.is_empty() {
+                "(top level)".to_string()
+            } else {
+                path
+            };
+            err(&key, e.into_inner().to_string())
+        })?;
+        validate::validate(raw, file)
+    }
+
+    /// Every file the config names, with its key. Validation does not require them to exist
+    /// (an in-cluster config names files that only exist in the pod); `run` does, through
+    /// [`Config::missing_files`], and `check-config` lists the missing ones as warnings.
+    pub fn files(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.server.tls {
+            out.push(("server.tls_cert_file".into(), t.cert_file.clone()));
+            out.push(("server.tls_key_file".into(), t.key_file.clone()));
+            if let Some(ca) = &t.client_ca_file {
+                out.push(("server.client_ca_file".into(), ca.clone()));
+            }
+        }
+        if let Some(u) = &self.upstream {
+            if let Some(p) = &u.ca_file {
+                out.push(("upstream.ca_file".into(), p.clone()));
+            }
+            if let Some((c, k)) = &u.client_cert {
+                out.push(("upstream.client_cert_file".into(), c.clone()));
+                out.push(("upstream.client_key_file".into(), k.clone()));
+            }
+            if let Some(p) = &u.token_file {
+                out.push(("upstream.token_file".into(), p.clone()));
+            }
+        }
+        for (i, is) in self.issuers.iter().enumerate() {
+            if let KeySource::File(p) = &is.source {
+                out.push((format!("issuers[{i}].jwks_file"), p.clone()));
+            }
+            if let Some(p) = &is.ca_file {
+                out.push((format!("issuers[{i}].ca_file"), p.clone()));
+            }
+            if let Some(p) = &is.token_file {
+                out.push((format!("issuers[{i}].token_file"), p.clone()));
+            }
+        }
+        out
+    }
+
+    /// The named files that cannot be read, as config errors (file and key).
+    pub fn missing_files(&self) -> Vec<ConfigError> {
+        self.files()
+            .into_iter()
+            .filter_map(|(key, path)| {
+                std::fs::File::open(&path).err().map(|e| ConfigError {
+                    file: self.source.clone(),
+                    key,
+                    message: format!("cannot read {}: {e}", path.display()),
+                })
+            })
+            .collect()
+    }
+
+    /// A human summary of the effective config (for `check-config`). Never includes secrets:
+    /// file paths only, never file contents.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "config: {} (valid)", self.source);
+        let _ = writeln!(
+            s,
+            "server: listen {} ({}), workers {}, max_connections {}, max_header_bytes {}",
+            self.server.listen,
+            if self.server.tls.is_some() {
+                "https, h1+h2 via ALPN"
+            } else {
+                "http, h1 + h2c"
+            },
+            self.server.workers,
+            self.server.max_connections,
+            self.server.max_header_bytes
+        );
+        let _ = writeln!(s, "admin: listen {}", self.admin.listen);
+        match &self.upstream {
+            Some(u) => {
+                let _ = writeln!(
+                    s,
+                    "upstream: {} identity_headers={:?} forward_token={} timeout={:?}",
+                    u.url, u.identity_headers, u.forward_token, u.timeout
+                );
+            }
+            None => {
+                let _ = writeln!(s, "upstream: none (TokenReview only)");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "cache: max_entries {}, max_ttl {:?}, negative_ttl {:?}",
+            self.cache.max_entries, self.cache.max_ttl, self.cache.negative_ttl
+        );
+        let _ = writeln!(
+            s,
+            "tokenreview: enabled={} allowed_callers={:?}",
+            self.tokenreview.enabled, self.tokenreview.allowed_callers
+        );
+        for i in &self.issuers {
+            let source = match &i.source {
+                KeySource::Discovery(u) => format!("discovery {u}"),
+                KeySource::Jwks(u) => format!("jwks {u}"),
+                KeySource::File(p) => format!("file {}", p.display()),
+            };
+            let algs: Vec<&str> = i.algorithms.iter().map(|a| a.as_str()).collect();
+            let _ = writeln!(
+                s,
+                "issuer {:?}: iss {} via {}; audiences {:?}; algorithms {:?}; claims {:?}; legacy_tokens {}",
+                i.name, i.issuer, source, i.audiences, algs, i.claims, i.legacy_tokens
+            );
+        }
+        s
+    }
+}
+
+fn line_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => {
+            let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+/// A minimal valid config with one issuer (`unit`, `https://iss.test`, audience `aud`, keys
+/// from an unreachable URL) for unit tests that install their own keys.
+#[cfg(test)]
+pub(crate) const UNIT_TEST_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[[issuers]]
+name = "unit"
+issuer = "https://iss.test"
+jwks_url = "http://127.0.0.1:1/unused"
+audiences = ["aud"]
+"#;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::keys::Alg;
+
+    const MIN: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[upstream]
+url = "http://127.0.0.1:8081"
+[[issuers]]
+name = "cluster"
+issuer = "https://kubernetes.default.svc.cluster.local"
+audiences = ["https://kubernetes.default.svc.cluster.local"]
+"#;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::parse(MIN, "t.toml").unwrap();
+        assert_eq!(c.server.max_header_bytes, 16384);
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.cache.max_entries, 1_000_000);
+        let i = &c.issuers[0];
+        assert_eq!(i.algorithms, vec![Alg::RS256, Alg::ES256]);
+        assert_eq!(i.max_lifetime, Duration::from_secs(8784 * 3600));
+        assert!(matches!(&i.source, KeySource::Discovery(u)
+            if u == "https://kubernetes.default.svc.cluster.local/.well-known/openid-configuration"));
+        assert_eq!(c.upstream.unwrap().identity_headers, IdentityMode::Remote);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_table() {
+        let text = MIN.replace("[server]", "[server]\nlisten_addr = \"x\"");
+        let e = Config::parse(&text, "t.toml").unwrap_err();
+        assert_eq!(e.file, "t.toml");
+        assert!(e.key.contains("server"), "{e}");
+        assert!(e.message.contains("listen_addr"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (MIN.replace("127.0.0.1:8080", "nope"), "server.listen"),
+            (
+                MIN.replace("[upstream]", "[upstream]\ntimeout = \"soon\""),
+                "upstream.timeout",
+            ),
+            (
+                MIN.replace(
+                    "name = \"cluster\"",
+                    "name = \"cluster\"\nalgorithms = [\"HS256\"]",
+                ),
+                "issuers[0].algorithms",
+            ),
+            (
+                MIN.replace(
+                    "name = \"cluster\"",
+                    "name = \"cluster\"\nclaims = \"saml\"",
+                ),
+                "issuers[0].claims",
+            ),
+            (
+                MIN.replace("http://127.0.0.1:8081", "ftp://x"),
+                "upstream.url",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse(&text, "t.toml").unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let text = MIN.replace(
+            "audiences = [\"https://kubernetes.default.svc.cluster.local\"]",
+            "",
+        );
+        let e = Config::parse(&text, "t.toml").unwrap_err();
+        assert!(e.to_string().contains("audiences"), "{e}");
+    }
+}

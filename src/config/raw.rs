@@ -1,0 +1,103 @@
+//! The file's shape, as serde reads it: every table rejects unknown keys, nothing is checked
+//! beyond types. `validate` turns it into a `Config`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) server: RawServer,
+    #[serde(default)]
+    pub(super) admin: RawAdmin,
+    pub(super) upstream: Option<RawUpstream>,
+    #[serde(default)]
+    pub(super) cache: RawCache,
+    #[serde(default)]
+    pub(super) tokenreview: RawTokenReview,
+    #[serde(default)]
+    pub(super) issuers: Vec<RawIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) listen: String,
+    pub(super) tls_cert_file: Option<PathBuf>,
+    pub(super) tls_key_file: Option<PathBuf>,
+    pub(super) client_ca_file: Option<PathBuf>,
+    pub(super) max_header_bytes: Option<usize>,
+    pub(super) header_read_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) shutdown_grace: Option<String>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) workers: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) url: String,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) client_cert_file: Option<PathBuf>,
+    pub(super) client_key_file: Option<PathBuf>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) identity_headers: Option<String>,
+    pub(super) forward_token: Option<bool>,
+    pub(super) connect_timeout: Option<String>,
+    pub(super) timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    pub(super) max_entries: Option<u64>,
+    pub(super) max_ttl: Option<String>,
+    pub(super) negative_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTokenReview {
+    pub(super) enabled: Option<bool>,
+    pub(super) allowed_callers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIssuer {
+    pub(super) name: String,
+    pub(super) issuer: String,
+    pub(super) discovery_url: Option<String>,
+    pub(super) jwks_url: Option<String>,
+    pub(super) jwks_file: Option<PathBuf>,
+    pub(super) audiences: Vec<String>,
+    pub(super) algorithms: Option<Vec<String>>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) refresh_interval: Option<String>,
+    pub(super) min_refetch_interval: Option<String>,
+    pub(super) max_stale: Option<String>,
+    pub(super) clock_skew: Option<String>,
+    pub(super) max_lifetime: Option<String>,
+    pub(super) claims: Option<String>,
+    pub(super) legacy_tokens: Option<bool>,
+    pub(super) claim_mappings: Option<RawClaimMappings>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClaimMappings {
+    pub(super) username: Option<String>,
+    pub(super) username_prefix: Option<String>,
+    pub(super) groups: Option<String>,
+    pub(super) groups_prefix: Option<String>,
+    pub(super) uid: Option<String>,
+}

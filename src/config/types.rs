@@ -1,0 +1,146 @@
+//! The validated config: what the rest of the proxy reads, every field ready to use
+//! (durations parsed, URLs checked, defaults applied), and the error every step returns.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::keys::Alg;
+
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16384;
+pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
+pub const DEFAULT_IDLE_TIMEOUT: &str = "90s";
+pub const DEFAULT_SHUTDOWN_GRACE: &str = "25s";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10000;
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+pub const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
+pub const DEFAULT_UPSTREAM_TIMEOUT: &str = "60s";
+pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 1_000_000;
+pub const DEFAULT_CACHE_MAX_TTL: &str = "10m";
+pub const DEFAULT_NEGATIVE_TTL: &str = "10s";
+pub const DEFAULT_REFRESH_INTERVAL: &str = "5m";
+pub const DEFAULT_MIN_REFETCH_INTERVAL: &str = "10s";
+pub const DEFAULT_MAX_STALE: &str = "24h";
+pub const DEFAULT_CLOCK_SKEW: &str = "60s";
+pub const DEFAULT_MAX_LIFETIME: &str = "8784h";
+pub const DEFAULT_ALGORITHMS: &[&str] = &["RS256", "ES256"];
+
+/// A configuration error: which file, which key, what is wrong. Exit code 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from (for messages).
+    pub source: String,
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub upstream: Option<UpstreamConfig>,
+    pub cache: CacheConfig,
+    pub tokenreview: TokenReviewConfig,
+    pub issuers: Vec<IssuerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub max_connections: usize,
+    /// Worker threads, each with its own runtime and `SO_REUSEPORT` listener. Default: cores.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityMode {
+    Remote,
+    Impersonate,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: http::Uri,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub token_file: Option<PathBuf>,
+    pub identity_headers: IdentityMode,
+    pub forward_token: bool,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub max_entries: u64,
+    pub max_ttl: Duration,
+    pub negative_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenReviewConfig {
+    pub enabled: bool,
+    pub allowed_callers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimsMode {
+    Kubernetes,
+    Oidc,
+}
+
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// OIDC discovery document URL; `jwks_uri` is read from it.
+    Discovery(String),
+    Jwks(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimMappings {
+    pub username: String,
+    pub username_prefix: String,
+    pub groups: Option<String>,
+    pub groups_prefix: String,
+    pub uid: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub name: String,
+    pub issuer: String,
+    pub source: KeySource,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Alg>,
+    pub ca_file: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub refresh_interval: Duration,
+    pub min_refetch_interval: Duration,
+    pub max_stale: Duration,
+    pub clock_skew: Duration,
+    pub max_lifetime: Duration,
+    pub claims: ClaimsMode,
+    pub legacy_tokens: bool,
+    pub claim_mappings: ClaimMappings,
+}
