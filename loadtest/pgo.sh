@@ -3,7 +3,7 @@
 # tests: rustc builds an instrumented binary, that binary serves a training load, and rustc
 # builds again with the recorded profile, so LLVM lays out and inlines code for the paths that
 # ran. On this project's hot path it cuts instructions per cached request by about a quarter
-# (BENCHMARKS.md, seventh session); the code is the same code `cargo build --release` builds.
+# (BENCHMARKS.md); the code is the same code `cargo build --release` builds.
 #
 # Training load (loadtest/scenarios.sh a b c e, DURATION each, against nginx): one cached
 # token, unique tokens (cache misses), a flood of invalid tokens mixed with valid ones, and
