@@ -77,8 +77,7 @@ impl ConnSettings {
                     // Enforced by `supervise`'s tick instead. hyper's own timer runs from the
                     // end of one response to the next head, so it also closed idle keep-alive
                     // connections after `header_read_timeout` (not `idle_timeout`), and it arms
-                    // and drops a timer on every request (1.8k instructions, 4% of a cached
-                    // request).
+                    // and drops a timer on every request (its cost: BENCHMARKS.md).
                     .header_read_timeout(None::<Duration>)
                     .max_buf_size(cfg.max_header_bytes.max(8192))
                     .keep_alive(true)
@@ -86,8 +85,8 @@ impl ConnSettings {
                     // hyper's default reads while a request waits on the upstream, to see the
                     // client close. That read reserves room in the connection's read buffer,
                     // which the request in flight still shares (its headers point into it): a
-                    // fresh 8 KiB allocation and a free on every request, 1.2k instructions
-                    // of the cached path's 39.6k. The tick's gone-client check (`GoneWatch`)
+                    // fresh 8 KiB allocation and a free on every request (BENCHMARKS.md).
+                    // The tick's gone-client check (`GoneWatch`)
                     // takes its place, and a client that only shuts down its sending side now
                     // gets its answer.
                     .half_close(true)

@@ -26,10 +26,8 @@ pub(super) const SNIFFED: usize = usize::MAX;
 /// was read. Written at once, each response wakes the client on its own. Instead the write
 /// returns `Pending` once, with the task woken at once, so it goes out after the tasks already
 /// queued have run. The responses of one turn then leave together, and the peers (client,
-/// upstream) are woken, and preempt the proxy, less often. Side by side (`loadtest/ab.sh`, both
-/// orders), 1–6% more req/s on a cached token, with less kernel time and fewer involuntary
-/// context switches per request (`loadtest/cpu.sh`), for one more poll of the task per
-/// request. An idle runtime runs the task again at once, so a lone request waits for nothing.
+/// upstream) are woken, and preempt the proxy, less often (measured in BENCHMARKS.md), for one
+/// more poll of the task per request. An idle runtime runs the task again at once, so a lone request waits for nothing.
 pub(super) struct IdleIo<T> {
     inner: T,
     activity: Arc<Activity>,

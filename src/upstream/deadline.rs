@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// future whenever it polls the connection (behaviour, not a documented guarantee: the 504
 /// tests would hang until the upstream answers if that changed), so the request sees the mark
 /// on the tick's next loop turn and ends (504).
-/// A timer per request cost 840 of 41k instructions per cached request (arm, then cancel).
+/// A timer per request (armed, then cancelled) cost measurably more: BENCHMARKS.md.
 /// HTTP/2 streams run concurrently in tasks of their own and keep a timer each.
 #[derive(Default)]
 pub struct UpstreamDeadline {
