@@ -17,10 +17,14 @@
 //! dropped, so keep the handle alive for as long as the server is needed.
 
 //!
-//! `keys` holds the signing side (keys, JWKs, tokens); `servers` the HTTP test doubles.
+//! `keys` holds the signing side (keys, JWKs, tokens); `issuer` the mock OIDC issuer, `echo`
+//! the echo upstream, and `serve` the HTTP server plumbing both are built on.
 
+mod echo;
+mod issuer;
 mod keys;
-mod servers;
+mod serve;
 
+pub use echo::*;
+pub use issuer::*;
 pub use keys::*;
-pub use servers::*;

@@ -1,0 +1,99 @@
+//! The command line (SPEC section 2). `main.rs` parses; everything here is callable from tests.
+//!
+//! `args` holds the clap argument structs and `common` what the commands share (exit codes,
+//! error reporting, config loading, signal handling); `dev`, `mint` (with `keygen`) and
+//! `inspect` hold one command each. Every public item is re-exported here, so
+//! `crate::cli::X` names it wherever it lives.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod args;
+mod common;
+mod dev;
+mod inspect;
+mod mint;
+
+pub use args::{ConfigArg, DevArgs, InspectArgs, KeygenArgs, MintArgs};
+pub use common::{load_config, ShutdownSignals, EXIT_USAGE};
+pub use dev::{dev, DEV_AUDIENCE};
+pub use inspect::{explain, inspect};
+pub use mint::{keygen, mint};
+
+use common::{failure, usage_error};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tokenreview-proxy",
+    version,
+    about = "Authenticating reverse proxy and TokenReview server for Kubernetes service-account tokens and OIDC JWTs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy.
+    Run(ConfigArg),
+    /// Load and validate a config; print the effective summary. Exit 0 or 64.
+    CheckConfig(ConfigArg),
+    /// Embedded demo: in-process issuer, echo upstream and proxy on loopback; prints a token
+    /// and ready-to-paste curl and oha commands. Runs until Ctrl-C.
+    Dev(DevArgs),
+    /// Sign test tokens with Kubernetes-shaped claims, one per line.
+    Mint(MintArgs),
+    /// Decode a token without trusting it; with --config, verify it and say why it would be
+    /// rejected.
+    Inspect(InspectArgs),
+    /// Generate a signing key (PKCS#8 PEM) and its public JWKS, for `mint` and load tests.
+    Keygen(KeygenArgs),
+}
+
+pub fn check_config(args: &ConfigArg) -> ExitCode {
+    match load_config(&args.config) {
+        Ok(c) => {
+            print!("{}", c.summary());
+            for e in c.missing_files() {
+                println!("warning: {e} (must exist when the proxy runs)");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+pub fn run(args: &ConfigArg) -> ExitCode {
+    let config = match load_config(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(e) = config.missing_files().into_iter().next() {
+        return usage_error(format!("invalid config: {e}"));
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return failure(e),
+    };
+    let mut signals = {
+        let _guard = rt.enter();
+        match ShutdownSignals::install() {
+            Ok(s) => s,
+            Err(e) => return failure(format!("cannot install signal handlers: {e}")),
+        }
+    };
+    let running = match crate::app::start(config) {
+        Ok(r) => r,
+        Err(e) => return failure(e),
+    };
+    tracing::info!(listen = %running.addr, admin = %running.admin_addr, "tokenreview-proxy started");
+    rt.block_on(signals.recv());
+    tracing::info!("shutting down");
+    running.shutdown();
+    ExitCode::SUCCESS
+}
