@@ -17,10 +17,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
-use crate::jwks;
 use crate::listener::{self, ConnSettings};
 use crate::metrics::RequestMetrics;
 use crate::pipeline::Worker;
+use crate::reload::{Refreshers, Reloader};
 use crate::runtime::{self, Runtime, Shared};
 use crate::{admin, metrics, tls};
 
@@ -45,6 +45,7 @@ pub struct Running {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
+    reloader: Arc<Reloader>,
     shutdown_tx: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
@@ -126,17 +127,23 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let conn_limit = Arc::new(Semaphore::new(max_connections));
 
     // Control thread: refreshers, admin, housekeeping.
+    let control_rt = thread_runtime().map_err(StartError::Thread)?;
+    let mut refreshers = Refreshers::new(control_rt.handle().clone());
+    refreshers.sync(&issuers);
+    // Each worker's slot: its worker is replaced whole when the runtime is.
+    let slots: Vec<Arc<ArcSwap<Worker>>> = sockets
+        .iter()
+        .map(|_| Arc::new(ArcSwap::from_pointee(Worker::new(shared.clone()))))
+        .collect();
+    let reloader = Arc::new(Reloader::new(shared.clone(), slots.clone(), refreshers));
     let control = {
         let shared = shared.clone();
         let shutdown = shutdown_rx.clone();
-        let rt = thread_runtime().map_err(StartError::Thread)?;
+        let rt = control_rt;
         std::thread::Builder::new()
             .name("trp-control".into())
             .spawn(move || {
                 rt.block_on(async move {
-                    for issuer in &issuers {
-                        tokio::spawn(jwks::run_refresher(issuer.clone(), shutdown.clone()));
-                    }
                     match tokio::net::TcpListener::from_std(admin_std) {
                         Ok(l) => {
                             tokio::spawn(admin::serve(
@@ -158,8 +165,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     };
 
     let mut workers = Vec::new();
-    for (i, socket) in sockets.into_iter().enumerate() {
-        let shared = shared.clone();
+    for (i, (socket, slot)) in sockets.into_iter().zip(slots).enumerate() {
         let settings = settings.clone();
         let limit = conn_limit.clone();
         let shutdown = shutdown_rx.clone();
@@ -175,8 +181,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                             return;
                         }
                     };
-                    let worker = Arc::new(ArcSwap::from_pointee(Worker::new(shared)));
-                    listener::serve(worker, listener, settings, limit.clone(), shutdown).await;
+                    listener::serve(slot, listener, settings, limit.clone(), shutdown).await;
                     // Keep the runtime alive while connections drain, bounded by the grace.
                     let deadline = Instant::now() + grace;
                     while limit.available_permits() < max_connections && Instant::now() < deadline {
@@ -191,6 +196,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         addr,
         admin_addr,
         shared,
+        reloader,
         shutdown_tx,
         workers,
         control: Some(control),
@@ -203,6 +209,11 @@ impl Running {
     /// The runtime serving now.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.shared.runtime.load_full()
+    }
+
+    /// What replaces the runtime on a reload (SIGHUP, a changed config file, tests).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// Begin shutdown without waiting (tests; a second caller of `shutdown` still drains).
@@ -236,6 +247,7 @@ impl Running {
         } else {
             tracing::info!(elapsed = ?started.elapsed(), "drained");
         }
+        self.reloader.stop();
         if let Some(c) = self.control.take() {
             let _ = c.join();
         }

@@ -47,6 +47,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod metrics;
+pub mod reload;
 pub mod runtime;
 pub mod tls;
 

@@ -26,6 +26,9 @@ pub const STALE_TOKENS_TOTAL: &str = "tokenreview_proxy_stale_tokens_total";
 pub const LEGACY_TOKENS_TOTAL: &str = "tokenreview_proxy_legacy_tokens_total";
 pub const TOKENREVIEWS_TOTAL: &str = "tokenreview_proxy_tokenreviews_total";
 pub const UPSTREAM_RESPONSES_TOTAL: &str = "tokenreview_proxy_upstream_responses_total";
+pub const CONFIG_RELOADS_TOTAL: &str = "tokenreview_proxy_config_reloads_total";
+pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "tokenreview_proxy_config_last_reload_success_timestamp_seconds";
 /// Not in SPEC's table (an addition): keys of the current JWKS document dropped at load time
 /// (`oct`, `use: enc`, RSA under 2048 bits, malformed, ...).
 pub const JWKS_DROPPED_KEYS: &str = "tokenreview_proxy_jwks_dropped_keys";
@@ -97,6 +100,12 @@ fn describe() {
     describe_counter!(
         UPSTREAM_RESPONSES_TOTAL,
         "Upstream responses by status class"
+    );
+    describe_counter!(CONFIG_RELOADS_TOTAL, "Config reloads by result");
+    describe_gauge!(
+        CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time of the last successful config reload"
     );
     describe_gauge!(
         JWKS_DROPPED_KEYS,

@@ -53,6 +53,25 @@ pub fn build(
         .map(|c| Arc::new(Issuer::new(c)))
         .collect();
     let auth = Authenticator::new(&config, issuers);
+    assemble(config, auth, proxy_token)
+}
+
+/// The runtime of a new config, carrying on from `previous` what it does not change
+/// (`Authenticator::next`: unchanged issuers with their keys and cached results).
+pub fn next(
+    config: Config,
+    proxy_token: Arc<ArcSwapOption<HeaderValue>>,
+    previous: &Runtime,
+) -> Result<Runtime, TlsError> {
+    let auth = Authenticator::next(&config, &previous.auth);
+    assemble(config, auth, proxy_token)
+}
+
+fn assemble(
+    config: Config,
+    auth: Authenticator,
+    proxy_token: Arc<ArcSwapOption<HeaderValue>>,
+) -> Result<Runtime, TlsError> {
     let authz = Authorizer::new(&config);
     let upstream = match &config.upstream {
         Some(u) => Some(UpstreamSettings::new(u, proxy_token)?),

@@ -415,3 +415,71 @@ fn a_second_run_on_a_port_in_use_fails_instead_of_sharing_it() {
         "{err}"
     );
 }
+
+/// Read the log until a line contains `needle`; `None` at end of output.
+fn log_until(
+    stderr: &mut std::io::BufReader<std::process::ChildStderr>,
+    needle: &str,
+) -> Option<String> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line.contains(needle) {
+            return Some(line);
+        }
+    }
+}
+
+/// SIGHUP reloads instead of killing the process, and so does a change to the config file;
+/// an invalid new file is refused with the running config kept.
+#[test]
+fn sighup_and_a_changed_file_reload_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = run_config(dir.path(), "127.0.0.1:0");
+    let (child, mut stderr, _) = start_run(&cfg);
+    let pid = child.id().to_string();
+    // A watchdog: a process that never logs what the test waits for is killed, which ends
+    // its output and fails the test instead of hanging it.
+    let child = std::sync::Arc::new(std::sync::Mutex::new(child));
+    let watchdog = {
+        let child = child.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            let _ = child.lock().unwrap().kill();
+        })
+    };
+    let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(hup.success());
+    assert!(
+        log_until(&mut stderr, "config reloaded").is_some(),
+        "SIGHUP reloads"
+    );
+
+    let text = std::fs::read_to_string(cfg.path()).unwrap();
+    std::fs::write(
+        cfg.path(),
+        text.replace("[\"svc\"]", "[\"svc\", \"other\"]"),
+    )
+    .unwrap();
+    assert!(
+        log_until(&mut stderr, "config reloaded").is_some(),
+        "a changed file reloads"
+    );
+
+    std::fs::write(cfg.path(), "[server]\nlisten = 7\n").unwrap();
+    let refused = log_until(&mut stderr, "config reload refused").expect("refused");
+    assert!(refused.contains("server.listen"), "{refused}");
+
+    let status = {
+        let mut c = child.lock().unwrap();
+        assert!(c.try_wait().unwrap().is_none(), "still running");
+        sigterm(&c);
+        exit_within_10s(&mut c, "SIGTERM")
+    };
+    assert_eq!(status.code(), Some(0));
+    drop(watchdog);
+}

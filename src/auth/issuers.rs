@@ -2,6 +2,7 @@
 //! pre-registered metric handles, found by the token's `iss`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use metrics::{counter, histogram, Counter, Histogram};
@@ -19,6 +20,9 @@ pub const UNKNOWN_ISSUER_LABEL: &str = "unknown";
 pub struct TrustedIssuer {
     pub keys: Arc<Issuer>,
     pub(super) metrics: IssuerMetrics,
+    /// Set when a reload removed or changed this issuer: results it accepted are verified
+    /// again under the new config instead of being served from the cache.
+    retired: AtomicBool,
 }
 
 impl std::fmt::Debug for TrustedIssuer {
@@ -30,7 +34,20 @@ impl std::fmt::Debug for TrustedIssuer {
 impl TrustedIssuer {
     pub fn new(keys: Arc<Issuer>) -> TrustedIssuer {
         let metrics = IssuerMetrics::new(&keys.cfg.name);
-        TrustedIssuer { keys, metrics }
+        TrustedIssuer {
+            keys,
+            metrics,
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// No longer configured as it was: see [`Self::is_retired`].
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// The configured `name`: metric label, log field, identity.
@@ -86,10 +103,28 @@ pub struct Issuers {
 
 impl Issuers {
     pub fn new(keys: Vec<Arc<Issuer>>) -> Issuers {
-        let all: Vec<Arc<TrustedIssuer>> = keys
-            .into_iter()
-            .map(|k| Arc::new(TrustedIssuer::new(k)))
-            .collect();
+        Issuers::from_trusted(
+            keys.into_iter()
+                .map(|k| Arc::new(TrustedIssuer::new(k)))
+                .collect(),
+        )
+    }
+
+    /// For a new config: each issuer whose config is unchanged is the same `TrustedIssuer` as
+    /// in `previous` (its keys, refresher and cached results carry on); the others are new.
+    pub fn next(configs: &[IssuerConfig], previous: &Issuers) -> Issuers {
+        Issuers::from_trusted(
+            configs
+                .iter()
+                .map(|c| match previous.find(&c.name) {
+                    Some(same) if same.cfg() == c => same.clone(),
+                    _ => Arc::new(TrustedIssuer::new(Arc::new(Issuer::new(c.clone())))),
+                })
+                .collect(),
+        )
+    }
+
+    fn from_trusted(all: Vec<Arc<TrustedIssuer>>) -> Issuers {
         let by_iss = all
             .iter()
             .map(|i| (i.cfg().issuer.clone(), i.clone()))
@@ -115,6 +150,20 @@ impl Issuers {
         } else {
             self.by_iss.get(iss).map(|i| (i, false))
         }
+    }
+
+    /// The issuer configured under `name`.
+    pub fn find(&self, name: &str) -> Option<&Arc<TrustedIssuer>> {
+        self.all.iter().find(|i| i.name() == name)
+    }
+
+    /// Those of `self` that `next` does not carry on (removed, or changed).
+    pub fn dropped_by(&self, next: &Issuers) -> Vec<Arc<TrustedIssuer>> {
+        self.all
+            .iter()
+            .filter(|i| !next.all.iter().any(|n| Arc::ptr_eq(i, n)))
+            .cloned()
+            .collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<TrustedIssuer>> {

@@ -15,7 +15,7 @@ use std::time::Instant;
 use metrics::Counter;
 use tokio::sync::Semaphore;
 
-use crate::config::{ClaimsMode, Config, IdentityMode};
+use crate::config::{CacheConfig, ClaimsMode, Config, IdentityMode};
 use crate::identity::{self, TokenHeaderValues, TokenIds};
 use crate::jwks::Issuer;
 use crate::verify::{self, now_unix, Reject};
@@ -52,6 +52,13 @@ impl AuthError {
     }
 }
 
+fn identity_mode(config: &Config) -> IdentityMode {
+    config
+        .upstream
+        .as_ref()
+        .map_or(IdentityMode::Remote, |u| u.identity_headers)
+}
+
 /// An accepted token, as the request path forwards it: the result, and the token's own
 /// identity header values (pod name and uid, credential id; empty in `identity_headers =
 /// "none"`).
@@ -59,7 +66,10 @@ pub type Accepted = (Arc<Verified>, TokenHeaderValues);
 
 pub struct Authenticator {
     pub issuers: Issuers,
-    cache: VerifyCache,
+    /// Shared with the next runtime's authenticator when the cache settings and identity mode
+    /// stay the same.
+    cache: Arc<VerifyCache>,
+    cache_config: CacheConfig,
     /// Bounds concurrent signature verifications, so a flood of unique or bogus tokens cannot
     /// take every core away from cache hits.
     verify_permits: Semaphore,
@@ -68,28 +78,50 @@ pub struct Authenticator {
     unknown_rejections: Vec<Counter>,
     /// Last time a stale (past warnafter) token was logged per service account.
     stale_logged: Mutex<HashMap<String, Instant>>,
-    principals: Interner,
+    principals: Arc<Interner>,
+    /// Counts configs: 0 at start, one more per reload ([`Rejection::generation`]).
+    generation: u32,
 }
 
 impl Authenticator {
     pub fn new(config: &Config, issuers: Vec<Arc<Issuer>>) -> Authenticator {
+        Authenticator::with(config, Issuers::new(issuers), None)
+    }
+
+    /// The authenticator of a new config: unchanged issuers carry on (see [`Issuers::next`]),
+    /// and so does the cache unless its settings or the identity mode changed (cached results
+    /// hold identity headers built for the mode).
+    pub fn next(config: &Config, previous: &Authenticator) -> Authenticator {
+        let issuers = Issuers::next(&config.issuers, &previous.issuers);
+        let keep = previous.cache_config == config.cache && previous.mode == identity_mode(config);
+        let carried = keep.then(|| (previous.cache.clone(), previous.principals.clone()));
+        let mut next = Authenticator::with(config, issuers, carried);
+        next.generation = previous.generation.wrapping_add(1);
+        next
+    }
+
+    fn with(
+        config: &Config,
+        issuers: Issuers,
+        carried: Option<(Arc<VerifyCache>, Arc<Interner>)>,
+    ) -> Authenticator {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (cache, principals) = carried.unwrap_or_else(|| {
+            let c = &config.cache;
+            let cache = VerifyCache::new(c.max_entries, c.max_ttl, c.negative_ttl);
+            (Arc::new(cache), Arc::default())
+        });
         Authenticator {
-            issuers: Issuers::new(issuers),
-            cache: VerifyCache::new(
-                config.cache.max_entries,
-                config.cache.max_ttl,
-                config.cache.negative_ttl,
-            ),
+            issuers,
+            cache,
+            cache_config: config.cache.clone(),
             verify_permits: Semaphore::new(cores),
             max_token_bytes: config.server.max_header_bytes,
-            mode: config
-                .upstream
-                .as_ref()
-                .map_or(IdentityMode::Remote, |u| u.identity_headers),
+            mode: identity_mode(config),
             unknown_rejections: issuers::rejection_counters(UNKNOWN_ISSUER_LABEL),
             stale_logged: Mutex::new(HashMap::new()),
-            principals: Interner::default(),
+            principals,
+            generation: 0,
         }
     }
 
@@ -133,10 +165,12 @@ impl Authenticator {
                     // The verifying key was withdrawn: verify again from scratch.
                     Err(Recheck::KeyGone) => self.cache.invalidate(&key).await,
                 },
-                Outcome::Rejected(r) => {
+                Outcome::Rejected(r) if r.generation == self.generation => {
                     self.cache.count_negative_hit();
                     return Err(self.reject(r.reason, r.issuer.as_ref()));
                 }
+                // Decided under the config before a reload: decide again.
+                Outcome::Rejected(_) => self.cache.invalidate(&key).await,
             }
         }
         self.cache.count_miss();
@@ -203,6 +237,7 @@ impl Authenticator {
         AuthError::Rejected(Rejection {
             reason,
             issuer: issuer.cloned(),
+            generation: self.generation,
         })
     }
 
@@ -255,6 +290,7 @@ impl Authenticator {
             Ok(Outcome::Rejected(Rejection {
                 reason,
                 issuer: issuer.cloned(),
+                generation: self.generation,
             }))
         };
         let t = match verify::parse(token, self.max_token_bytes) {
@@ -377,6 +413,7 @@ impl Authenticator {
                         return Err(AuthError::Rejected(Rejection {
                             reason: Reject::UnknownKey,
                             issuer: Some(issuer.clone()),
+                            generation: self.generation,
                         }));
                     }
                 }
@@ -416,6 +453,10 @@ enum Recheck {
 fn recheck(v: &Verified) -> Result<(), Recheck> {
     if v.valid_until <= now_unix() {
         return Err(Recheck::Expired);
+    }
+    if v.issuer().is_retired() {
+        // Configured differently now, or not at all: verify again from scratch.
+        return Err(Recheck::KeyGone);
     }
     let keys = v.issuer().keys.store.usable().ok_or(Recheck::Unavailable)?;
     if !keys.contains_serial(v.key_serial) {

@@ -83,6 +83,9 @@ impl Verified {
 pub struct Rejection {
     pub reason: Reject,
     pub issuer: Option<Arc<TrustedIssuer>>,
+    /// The config generation that decided it: a cached rejection from before a reload is
+    /// decided again.
+    pub generation: u32,
 }
 
 impl Rejection {

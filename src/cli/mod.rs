@@ -80,11 +80,14 @@ pub fn run(args: &ConfigArg) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return failure(e),
     };
-    let mut signals = {
+    let (mut signals, hangup) = {
         let _guard = rt.enter();
-        match ShutdownSignals::install() {
-            Ok(s) => s,
-            Err(e) => return failure(format!("cannot install signal handlers: {e}")),
+        use tokio::signal::unix::{signal, SignalKind};
+        match (ShutdownSignals::install(), signal(SignalKind::hangup())) {
+            (Ok(s), Ok(h)) => (s, h),
+            (Err(e), _) | (_, Err(e)) => {
+                return failure(format!("cannot install signal handlers: {e}"))
+            }
         }
     };
     let running = match crate::app::start(config) {
@@ -92,7 +95,13 @@ pub fn run(args: &ConfigArg) -> ExitCode {
         Err(e) => return failure(e),
     };
     tracing::info!(listen = %running.addr, admin = %running.admin_addr, "tokenreview-proxy started");
+    let follow = rt.spawn(crate::reload::follow(
+        args.config.clone(),
+        running.reloader(),
+        hangup,
+    ));
     rt.block_on(signals.recv());
+    follow.abort();
     tracing::info!("shutting down");
     running.shutdown();
     ExitCode::SUCCESS

@@ -59,7 +59,7 @@ pub struct ServerConfig {
     pub workers: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
@@ -90,7 +90,7 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     pub max_entries: u64,
     pub max_ttl: Duration,
@@ -109,7 +109,7 @@ pub enum ClaimsMode {
     Oidc,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum KeySource {
     /// OIDC discovery document URL; `jwks_uri` is read from it.
     Discovery(String),
@@ -117,7 +117,7 @@ pub enum KeySource {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClaimMappings {
     pub username: String,
     pub username_prefix: String,
@@ -126,7 +126,7 @@ pub struct ClaimMappings {
     pub uid: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IssuerConfig {
     pub name: String,
     pub issuer: String,

@@ -45,9 +45,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// The worker for the current runtime; call on the worker's own thread.
+    /// The worker for the current runtime.
     pub fn new(shared: Arc<Shared>) -> Worker {
         let runtime = shared.runtime.load_full();
+        Worker::with_runtime(shared, runtime)
+    }
+
+    /// The worker for `runtime`: its own upstream client, built from the runtime's settings.
+    pub fn with_runtime(shared: Arc<Shared>, runtime: Arc<Runtime>) -> Worker {
         let upstream = runtime.upstream.as_ref().map(Upstream::new);
         Worker {
             shared,

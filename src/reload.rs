@@ -1,0 +1,233 @@
+//! Reload (SPEC section 15): a new config replaces the running one without a restart. It is
+//! validated, turned into the next runtime (`runtime::next`: unchanged issuers keep their keys,
+//! refreshers and cached results), and swapped in: the shared runtime first, then each
+//! worker's, so requests in flight finish on the runtime they started with and no connection
+//! is touched. What only a restart can change is refused; an invalid config is logged and the
+//! running one kept.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use metrics::{counter, gauge, Counter, Gauge};
+use tokio::runtime::Handle;
+use tokio::signal::unix::Signal;
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError};
+use crate::jwks::{self, Issuer};
+use crate::metrics as m;
+use crate::pipeline::Worker;
+use crate::runtime::{self, Shared};
+use crate::tls::TlsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("invalid config: {0}")]
+    Invalid(#[from] ConfigError),
+    #[error("{0} cannot change without a restart; the running config is kept")]
+    NeedsRestart(&'static str),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+}
+
+/// The key refreshers, one per key source of the current runtime, on the control thread.
+/// Dropping a refresher's sender stops it.
+pub struct Refreshers {
+    handle: Handle,
+    running: Vec<(Arc<Issuer>, watch::Sender<bool>)>,
+}
+
+impl Refreshers {
+    pub fn new(handle: Handle) -> Refreshers {
+        Refreshers {
+            handle,
+            running: Vec::new(),
+        }
+    }
+
+    /// Run a refresher for each of `wanted` and for nothing else.
+    pub fn sync(&mut self, wanted: &[Arc<Issuer>]) {
+        self.running
+            .retain(|(i, _)| wanted.iter().any(|w| Arc::ptr_eq(w, i)));
+        for w in wanted {
+            if !self.running.iter().any(|(i, _)| Arc::ptr_eq(w, i)) {
+                let (tx, rx) = watch::channel(false);
+                self.handle.spawn(jwks::run_refresher(w.clone(), rx));
+                self.running.push((w.clone(), tx));
+            }
+        }
+    }
+
+    /// Stop every refresher.
+    pub fn stop(&mut self) {
+        for (_, tx) in self.running.drain(..) {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+/// Swaps runtimes: holds every worker's slot and the refreshers.
+pub struct Reloader {
+    shared: Arc<Shared>,
+    workers: Vec<Arc<ArcSwap<Worker>>>,
+    refreshers: Mutex<Refreshers>,
+    ok: Counter,
+    error: Counter,
+    last_success: Gauge,
+}
+
+impl Reloader {
+    pub fn new(
+        shared: Arc<Shared>,
+        workers: Vec<Arc<ArcSwap<Worker>>>,
+        refreshers: Refreshers,
+    ) -> Reloader {
+        Reloader {
+            shared,
+            workers,
+            refreshers: Mutex::new(refreshers),
+            ok: counter!(m::CONFIG_RELOADS_TOTAL, "result" => "ok"),
+            error: counter!(m::CONFIG_RELOADS_TOTAL, "result" => "error"),
+            last_success: gauge!(m::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS),
+        }
+    }
+
+    /// Read `path` and reload from it; log and count the result.
+    pub fn reload_file(&self, path: &Path) -> Result<(), ReloadError> {
+        let loaded = Config::load(path).and_then(|c| match c.missing_files().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(c),
+        });
+        let result = match loaded {
+            Ok(c) => self.apply(c),
+            Err(e) => {
+                self.error.increment(1);
+                Err(e.into())
+            }
+        };
+        match &result {
+            Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
+            Err(e) => tracing::error!(error = %e, "config reload refused"),
+        }
+        result
+    }
+
+    /// Swap in the runtime of `config`, or leave the running one as it is.
+    pub fn apply(&self, config: Config) -> Result<(), ReloadError> {
+        let result = self.swap(config);
+        match &result {
+            Ok(()) => {
+                self.ok.increment(1);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                self.last_success.set(now);
+            }
+            Err(_) => self.error.increment(1),
+        }
+        result
+    }
+
+    fn swap(&self, config: Config) -> Result<(), ReloadError> {
+        // One reload at a time: the refreshers follow the runtime that was stored last.
+        let mut refreshers = self.refreshers.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.shared.runtime.load_full();
+        if let Some(key) = needs_restart(&current.config, &config) {
+            return Err(ReloadError::NeedsRestart(key));
+        }
+        for key in applies_at_restart(&current.config, &config) {
+            tracing::warn!(key, "this setting takes effect at the next restart");
+        }
+        let next = Arc::new(runtime::next(
+            config,
+            self.shared.proxy_token.clone(),
+            &current,
+        )?);
+        self.shared.runtime.store(next.clone());
+        for slot in &self.workers {
+            slot.store(Arc::new(Worker::with_runtime(
+                self.shared.clone(),
+                next.clone(),
+            )));
+        }
+        for gone in current.auth.issuers.dropped_by(&next.auth.issuers) {
+            gone.retire();
+        }
+        refreshers.sync(&next.key_sources());
+        Ok(())
+    }
+
+    /// Stop the refreshers (shutdown).
+    pub fn stop(&self) {
+        self.refreshers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop();
+    }
+}
+
+/// How often the config file is read to see whether it changed.
+pub const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reload on every SIGHUP, and whenever the content of `path` changes (a ConfigMap update
+/// swaps the file through a symlink; its content is what is compared). Runs until dropped.
+pub async fn follow(path: PathBuf, reloader: Arc<Reloader>, mut hangup: Signal) {
+    let mut seen = std::fs::read(&path).ok();
+    let mut tick = tokio::time::interval(FILE_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!(config = %path.display(), "SIGHUP: reloading");
+                seen = std::fs::read(&path).ok();
+            }
+            _ = tick.tick() => {
+                let now = std::fs::read(&path).ok();
+                if now.is_none() || now == seen {
+                    continue;
+                }
+                tracing::info!(config = %path.display(), "config file changed: reloading");
+                seen = now;
+            }
+        }
+        // Errors are logged and counted by the reloader; the running config stays.
+        let _ = reloader.reload_file(&path);
+    }
+}
+
+/// The first setting that differs and that a running proxy cannot change: its sockets and
+/// threads are made at start.
+fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
+    if old.server.listen != new.server.listen {
+        return Some("server.listen");
+    }
+    if old.server.workers != new.server.workers {
+        return Some("server.workers");
+    }
+    if old.admin.listen != new.admin.listen {
+        return Some("admin.listen");
+    }
+    None
+}
+
+/// Settings of the listener, read when it starts: a changed value is taken, but applies from
+/// the next restart.
+fn applies_at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.server, &new.server);
+    let mut keys = Vec::new();
+    if o.tls != n.tls {
+        keys.push("server.tls_cert_file / tls_key_file / client_ca_file");
+    }
+    if o.header_read_timeout != n.header_read_timeout {
+        keys.push("server.header_read_timeout");
+    }
+    if o.idle_timeout != n.idle_timeout {
+        keys.push("server.idle_timeout");
+    }
+    if o.max_connections != n.max_connections {
+        keys.push("server.max_connections");
+    }
+    keys
+}
