@@ -117,10 +117,57 @@ fn run_refuses_missing_files_with_64_naming_the_key() {
     let o = run(&["run", "--config", f.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(64));
     assert!(stderr(&o).contains("issuers[0].ca_file"), "{}", stderr(&o));
-    // check-config only warns: the file may exist only inside the pod.
+    // check-config refuses it too, naming the key.
     let o = run(&["check-config", "--config", f.path().to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("issuers[0].ca_file"), "{}", stderr(&o));
+}
+
+/// A file under /var/run/secrets/ exists only in the pod: check-config warns, naming the key.
+#[test]
+fn check_config_only_warns_about_files_that_exist_only_in_the_pod() {
+    let f = write_config(&VALID.replace(
+        "audiences = [\"a\"]",
+        "audiences = [\"a\"]\nca_file = \"/var/run/secrets/kubernetes.io/serviceaccount/ca.crt\"",
+    ));
+    let o = run(&["check-config", "--config", f.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("warning"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("issuers[0].ca_file"), "{}", stdout(&o));
+}
+
+/// Relative paths are relative to the config file, wherever the command runs.
+#[test]
+fn relative_paths_resolve_against_the_config_files_directory() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/static-jwks.toml");
+    let o = Command::new(BIN)
+        .args(["check-config", "--config", example.to_str().unwrap()])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// Valid settings that contradict each other are named; values print as written.
+#[test]
+fn check_config_warns_about_contradictions_and_prints_values_as_written() {
+    let f = write_config(&VALID.replace(
+        "audiences = [\"a\"]",
+        "audiences = [\"a\"]\nrefresh_interval = \"10m\"\nmax_stale = \"5m\"\njwks_url = \"http://keys.example/jwks\"",
+    ).replace("127.0.0.1:8080", "0.0.0.0:8080"));
+    let o = run(&["check-config", "--config", f.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("issuers[0].max_stale"), "{out}");
+    assert!(out.contains("issuers[0].jwks_url"), "{out}");
+    assert!(out.contains("tokenreview.enabled"), "{out}");
+    assert!(out.contains("identity_headers=remote"), "{out}");
+    assert!(out.contains("refresh_interval 10m"), "{out}");
+    assert!(
+        !out.contains("Remote") && !out.contains("Kubernetes"),
+        "{out}"
+    );
 }
 
 /// `keygen --alg ES256 --kid KID` into `dir`: (private key PEM, JWKS) paths.

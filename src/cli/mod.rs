@@ -55,9 +55,19 @@ pub enum Command {
 pub fn check_config(args: &ConfigArg) -> ExitCode {
     match load_config(&args.config) {
         Ok(c) => {
+            let (missing, pod_only) = c.missing_files_by_place();
+            if !missing.is_empty() {
+                for e in &missing {
+                    eprintln!("invalid config: {e}");
+                }
+                return ExitCode::from(EXIT_USAGE);
+            }
             print!("{}", c.summary());
-            for e in c.missing_files() {
-                println!("warning: {e} (must exist when the proxy runs)");
+            for e in pod_only {
+                println!("warning: {e} (exists only in the pod; must exist when the proxy runs)");
+            }
+            for w in c.warnings() {
+                println!("warning: {w}");
             }
             ExitCode::SUCCESS
         }

@@ -8,8 +8,9 @@
 //!
 //! Every error names the file and the key.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+mod checks;
 mod raw;
 mod types;
 mod validate;
@@ -34,7 +35,15 @@ impl Config {
             key: "(file)".into(),
             message: format!("cannot read: {e}"),
         })?;
-        Config::parse(&text, &file)
+        let mut config = Config::parse(&text, &file)?;
+        // Relative paths in the file mean relative to the file, wherever the proxy runs.
+        let dir = path.parent().unwrap_or(Path::new(""));
+        config.resolve_paths(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        });
+        Ok(config)
     }
 
     /// Parse and validate config text; `file` is only used in messages.
@@ -62,58 +71,6 @@ impl Config {
         validate::validate(raw, file)
     }
 
-    /// Every file the config names, with its key. Validation does not require them to exist
-    /// (an in-cluster config names files that only exist in the pod); `run` does, through
-    /// [`Config::missing_files`], and `check-config` lists the missing ones as warnings.
-    pub fn files(&self) -> Vec<(String, PathBuf)> {
-        let mut out = Vec::new();
-        if let Some(t) = &self.server.tls {
-            out.push(("server.tls_cert_file".into(), t.cert_file.clone()));
-            out.push(("server.tls_key_file".into(), t.key_file.clone()));
-            if let Some(ca) = &t.client_ca_file {
-                out.push(("server.client_ca_file".into(), ca.clone()));
-            }
-        }
-        if let Some(u) = &self.upstream {
-            if let Some(p) = &u.ca_file {
-                out.push(("upstream.ca_file".into(), p.clone()));
-            }
-            if let Some((c, k)) = &u.client_cert {
-                out.push(("upstream.client_cert_file".into(), c.clone()));
-                out.push(("upstream.client_key_file".into(), k.clone()));
-            }
-            if let Some(p) = &u.token_file {
-                out.push(("upstream.token_file".into(), p.clone()));
-            }
-        }
-        for (i, is) in self.issuers.iter().enumerate() {
-            if let KeySource::File(p) = &is.source {
-                out.push((format!("issuers[{i}].jwks_file"), p.clone()));
-            }
-            if let Some(p) = &is.ca_file {
-                out.push((format!("issuers[{i}].ca_file"), p.clone()));
-            }
-            if let Some(p) = &is.token_file {
-                out.push((format!("issuers[{i}].token_file"), p.clone()));
-            }
-        }
-        out
-    }
-
-    /// The named files that cannot be read, as config errors (file and key).
-    pub fn missing_files(&self) -> Vec<ConfigError> {
-        self.files()
-            .into_iter()
-            .filter_map(|(key, path)| {
-                std::fs::File::open(&path).err().map(|e| ConfigError {
-                    file: self.source.clone(),
-                    key,
-                    message: format!("cannot read {}: {e}", path.display()),
-                })
-            })
-            .collect()
-    }
-
     /// A human summary of the effective config (for `check-config`). Never includes secrets:
     /// file paths only, never file contents.
     pub fn summary(&self) -> String {
@@ -138,8 +95,11 @@ impl Config {
             Some(u) => {
                 let _ = writeln!(
                     s,
-                    "upstream: {} identity_headers={:?} forward_token={} timeout={:?}",
-                    u.url, u.identity_headers, u.forward_token, u.timeout
+                    "upstream: {} identity_headers={} forward_token={} timeout={}",
+                    u.url,
+                    u.identity_headers.as_str(),
+                    u.forward_token,
+                    checks::written(u.timeout)
                 );
             }
             None => {
@@ -148,8 +108,10 @@ impl Config {
         }
         let _ = writeln!(
             s,
-            "cache: max_entries {}, max_ttl {:?}, negative_ttl {:?}",
-            self.cache.max_entries, self.cache.max_ttl, self.cache.negative_ttl
+            "cache: max_entries {}, max_ttl {}, negative_ttl {}",
+            self.cache.max_entries,
+            checks::written(self.cache.max_ttl),
+            checks::written(self.cache.negative_ttl)
         );
         let _ = writeln!(
             s,
@@ -165,8 +127,16 @@ impl Config {
             let algs: Vec<&str> = i.algorithms.iter().map(|a| a.as_str()).collect();
             let _ = writeln!(
                 s,
-                "issuer {:?}: iss {} via {}; audiences {:?}; algorithms {:?}; claims {:?}; legacy_tokens {}",
-                i.name, i.issuer, source, i.audiences, algs, i.claims, i.legacy_tokens
+                "issuer {:?}: iss {} via {}; audiences {:?}; algorithms {:?}; claims {}; legacy_tokens {}; refresh_interval {}; max_stale {}",
+                i.name,
+                i.issuer,
+                source,
+                i.audiences,
+                algs,
+                i.claims.as_str(),
+                i.legacy_tokens,
+                checks::written(i.refresh_interval),
+                checks::written(i.max_stale)
             );
         }
         s
