@@ -298,35 +298,53 @@ pub fn check_times(
     policy: TimePolicy,
     require_exp: bool,
 ) -> Result<Option<i64>, Reject> {
-    let exp = match &claims.exp {
-        Some(v) => Some(numeric_date(v)?),
-        None if require_exp => return Err(Reject::InvalidClaims),
-        None => None,
-    };
-    let nbf = claims.nbf.as_ref().map(numeric_date).transpose()?;
-    let iat = claims.iat.as_ref().map(numeric_date).transpose()?;
-    if let Some(exp) = exp {
-        if exp <= now.saturating_sub(policy.clock_skew) {
-            return Err(Reject::Expired);
-        }
+    let times = TokenTimes::read(claims, require_exp)?;
+    match times.failures(now, policy).into_iter().flatten().next() {
+        Some(r) => Err(r),
+        None => Ok(times.exp),
     }
-    if let Some(nbf) = nbf {
-        if nbf > now.saturating_add(policy.clock_skew) {
-            return Err(Reject::NotYetValid);
-        }
+}
+
+/// A token's `exp`, `nbf` and `iat`, read as NumericDates.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenTimes {
+    pub exp: Option<i64>,
+    pub nbf: Option<i64>,
+    pub iat: Option<i64>,
+}
+
+impl TokenTimes {
+    /// `Err(InvalidClaims)` for a claim that is not a number, or a missing `exp` when required.
+    pub fn read(claims: &Claims, require_exp: bool) -> Result<TokenTimes, Reject> {
+        let exp = match &claims.exp {
+            Some(v) => Some(numeric_date(v)?),
+            None if require_exp => return Err(Reject::InvalidClaims),
+            None => None,
+        };
+        Ok(TokenTimes {
+            exp,
+            nbf: claims.nbf.as_ref().map(numeric_date).transpose()?,
+            iat: claims.iat.as_ref().map(numeric_date).transpose()?,
+        })
     }
-    if let Some(iat) = iat {
-        if iat > now.saturating_add(policy.clock_skew) {
-            return Err(Reject::IssuedInFuture);
-        }
+
+    /// Each time rule on its own, in the order they are checked: expired, not yet valid,
+    /// issued in the future, lifetime exceeded.
+    pub fn failures(&self, now: i64, policy: TimePolicy) -> [Option<Reject>; 4] {
+        let late = now.saturating_add(policy.clock_skew);
+        [
+            self.exp
+                .filter(|&e| e <= now.saturating_sub(policy.clock_skew))
+                .map(|_| Reject::Expired),
+            self.nbf.filter(|&n| n > late).map(|_| Reject::NotYetValid),
+            self.iat
+                .filter(|&i| i > late)
+                .map(|_| Reject::IssuedInFuture),
+            self.exp
+                .filter(|&e| e.saturating_sub(self.iat.unwrap_or(now)) > policy.max_lifetime)
+                .map(|_| Reject::LifetimeExceeded),
+        ]
     }
-    if let Some(exp) = exp {
-        let start = iat.unwrap_or(now);
-        if exp.saturating_sub(start) > policy.max_lifetime {
-            return Err(Reject::LifetimeExceeded);
-        }
-    }
-    Ok(exp)
 }
 
 /// The token's audiences that are also in `expected`, in the token's order. Empty = mismatch.

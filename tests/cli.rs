@@ -530,3 +530,62 @@ fn sighup_and_a_changed_file_reload_the_config() {
     assert_eq!(status.code(), Some(0));
     drop(watchdog);
 }
+
+/// `inspect --config` lists every check the token fails, each with what was expected, not
+/// only the first: here an audience no issuer accepts and a key id the JWKS lacks.
+#[test]
+fn inspect_with_a_config_lists_every_failed_check_and_what_was_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, jwks) = keygen_es256(dir.path(), "k9");
+    // Another key, in a directory of its own: kid "k8" is unknown to the config's JWKS.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (other, _) = keygen_es256(other_dir.path(), "k8");
+    let o = run(&[
+        "mint",
+        "--key",
+        other.to_str().unwrap(),
+        "--kid",
+        "k8",
+        "--issuer",
+        "https://iss.example",
+        "--audience",
+        "elsewhere",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = stdout(&o).trim().to_string();
+    let cfg = write_config(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[[issuers]]
+name = "file"
+issuer = "https://iss.example"
+jwks_file = "{}"
+audiences = ["svc"]
+algorithms = ["ES256"]
+[[issuers]]
+name = "never-fetched"
+issuer = "https://unreachable.invalid"
+jwks_url = "https://unreachable.invalid/jwks"
+audiences = ["svc"]
+"#,
+        jwks.display()
+    ));
+    let started = std::time::Instant::now();
+    let o = run(&["inspect", &token, "--config", cfg.path().to_str().unwrap()]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    assert!(out.contains("audience (audience_mismatch)"), "{out}");
+    assert!(out.contains("expected one of [\"svc\"]"), "{out}");
+    assert!(out.contains("key (unknown_key)"), "{out}");
+    assert!(out.contains("[\"k9\"]"), "the key ids available: {out}");
+    assert!(
+        out.contains("REJECTED: audience_mismatch, unknown_key"),
+        "{out}"
+    );
+    assert!(!out.contains(&token) && !stderr(&o).contains(&token));
+    // Only the named issuer's keys are fetched: no wait on the unreachable one.
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+}

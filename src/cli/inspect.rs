@@ -4,16 +4,13 @@
 
 use std::io::Read;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 
 use super::args::InspectArgs;
 use super::common::{failure, load_config};
-use crate::auth::{Audiences, AuthError, Authenticator};
-use crate::jwks::{self, Issuer};
-use crate::verify::{Reject, LEGACY_ISSUER};
+use crate::verify::LEGACY_ISSUER;
 
 fn describe_remaining(secs: i64) -> String {
     let a = secs.unsigned_abs();
@@ -22,30 +19,6 @@ fn describe_remaining(secs: i64) -> String {
         format!("in {human}")
     } else {
         format!("{human} ago")
-    }
-}
-
-/// What each reason means for an operator reading `inspect`.
-pub fn explain(reason: Reject) -> &'static str {
-    match reason {
-        Reject::Malformed => "not a compact JWS: three base64url (unpadded) segments of JSON",
-        Reject::TooLarge => "longer than server.max_header_bytes",
-        Reject::UnsupportedAlgorithm => {
-            "alg is none/HS*, not in the issuer's algorithms, or does not fit the key"
-        }
-        Reject::ForbiddenHeader => "header carries crit, jku, x5u, jwk, x5c or cty: JWT",
-        Reject::UnknownIssuer => "iss matches no configured issuer",
-        Reject::UnknownKey => "kid not in the issuer's JWKS (even after a refetch)",
-        Reject::BadSignature => "signature does not verify with the issuer's key",
-        Reject::Expired => "exp is in the past (beyond clock_skew)",
-        Reject::NotYetValid => "nbf is in the future (beyond clock_skew)",
-        Reject::IssuedInFuture => "iat is in the future (beyond clock_skew)",
-        Reject::LifetimeExceeded => "exp - iat exceeds the issuer's max_lifetime",
-        Reject::AudienceMismatch => "aud shares no value with the issuer's audiences",
-        Reject::InvalidClaims => {
-            "missing/mistyped exp, duplicate claims, or sub disagrees with the kubernetes.io claim"
-        }
-        Reject::LegacyToken => "a Secret-based legacy token, and legacy_tokens = false",
     }
 }
 
@@ -155,60 +128,5 @@ pub fn inspect(args: &InspectArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return failure(e),
     };
-    rt.block_on(async {
-        crate::metrics::install();
-        let issuers: Vec<Arc<Issuer>> = config
-            .issuers
-            .iter()
-            .cloned()
-            .map(|c| Arc::new(Issuer::new(c)))
-            .collect();
-        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-        for i in &issuers {
-            tokio::spawn(jwks::run_refresher(i.clone(), stop_rx.clone()));
-        }
-        let auth = Authenticator::new(&config, issuers.clone());
-        if !jwks::wait_ready(&issuers, Duration::from_secs(10)).await {
-            for i in &issuers {
-                if !i.store.is_ready() {
-                    println!(
-                        "warning: issuer {:?} has no usable keys after 10s (see the log above)",
-                        i.cfg.name
-                    );
-                }
-            }
-        }
-        match auth.authenticate(&token, Audiences::Configured).await {
-            Ok(v) => {
-                let id = v.identity();
-                println!(
-                    "VERIFIED by issuer {:?}: {}",
-                    v.issuer().name(),
-                    id.username
-                );
-                println!("  uid:    {}", id.uid);
-                println!("  groups: {:?}", id.groups);
-                for (k, vals) in &id.extra {
-                    println!("  extra:  {k} = {vals:?}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(AuthError::Rejected(r)) => {
-                println!(
-                    "REJECTED: {} — {} (issuer: {})",
-                    r.reason.as_str(),
-                    explain(r.reason),
-                    r.issuer_name()
-                );
-                ExitCode::from(1)
-            }
-            Err(AuthError::Unavailable { issuer }) => {
-                println!(
-                    "UNDECIDED: issuer {:?} has no usable keys (unreachable?)",
-                    issuer.name()
-                );
-                ExitCode::from(1)
-            }
-        }
-    })
+    rt.block_on(super::report::verify_report(&token, &config))
 }

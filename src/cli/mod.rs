@@ -14,12 +14,14 @@ mod common;
 mod dev;
 mod inspect;
 mod mint;
+mod report;
 
 pub use args::{ConfigArg, DevArgs, InspectArgs, KeygenArgs, MintArgs};
 pub use common::{load_config, ShutdownSignals, EXIT_USAGE};
 pub use dev::{dev, DEV_AUDIENCE};
-pub use inspect::{explain, inspect};
+pub use inspect::inspect;
 pub use mint::{keygen, mint};
+pub use report::explain;
 
 use common::{failure, usage_error};
 
