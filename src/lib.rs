@@ -46,6 +46,7 @@ pub mod verify;
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod reload;
 pub mod runtime;

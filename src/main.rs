@@ -15,13 +15,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `run` sets up logging from its config's `[log]`; the other commands log as text.
+    if !matches!(cli.command, Command::Run(_)) {
+        tokenreview_proxy::logging::init(&tokenreview_proxy::config::LogConfig::default());
+    }
     match &cli.command {
         Command::Run(a) => cli::run(a),
         Command::CheckConfig(a) => cli::check_config(a),

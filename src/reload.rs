@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::jwks::{self, Issuer};
+use crate::logging::LogLevel;
 use crate::metrics as m;
 use crate::pipeline::Worker;
 use crate::runtime::{self, Shared};
@@ -73,6 +74,8 @@ pub struct Reloader {
     shared: Arc<Shared>,
     workers: Vec<Arc<ArcSwap<Worker>>>,
     refreshers: Mutex<Refreshers>,
+    /// The logger's level, when this process installed the logger.
+    log_level: Mutex<Option<LogLevel>>,
     ok: Counter,
     error: Counter,
     last_success: Gauge,
@@ -88,10 +91,16 @@ impl Reloader {
             shared,
             workers,
             refreshers: Mutex::new(refreshers),
+            log_level: Mutex::new(None),
             ok: counter!(m::CONFIG_RELOADS_TOTAL, "result" => "ok"),
             error: counter!(m::CONFIG_RELOADS_TOTAL, "result" => "error"),
             last_success: gauge!(m::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS),
         }
+    }
+
+    /// Let reloads change the level of the logger this process installed.
+    pub fn follow_log_level(&self, level: LogLevel) {
+        *self.log_level.lock().unwrap_or_else(|e| e.into_inner()) = Some(level);
     }
 
     /// Read `path` and reload from it; log and count the result.
@@ -156,6 +165,9 @@ impl Reloader {
             gone.retire();
         }
         refreshers.sync(&next.key_sources());
+        if let Some(level) = &*self.log_level.lock().unwrap_or_else(|e| e.into_inner()) {
+            level.set(&next.config.log.level);
+        }
         Ok(())
     }
 

@@ -108,6 +108,8 @@ pub fn rejected(reason: Reject) -> Response<Body> {
     let mut r = text(StatusCode::UNAUTHORIZED, reject_body(reason));
     r.headers_mut()
         .insert(WWW_AUTHENTICATE, invalid_token_challenge(reason));
+    // For the access log.
+    r.extensions_mut().insert(reason);
     r
 }
 

@@ -520,6 +520,7 @@ fn sighup_and_a_changed_file_reload_the_config() {
     std::fs::write(cfg.path(), "[server]\nlisten = 7\n").unwrap();
     let refused = log_until(&mut stderr, "config reload refused").expect("refused");
     assert!(refused.contains("server.listen"), "{refused}");
+    assert!(!refused.contains('\u{1b}'), "no colour codes when stderr is not a terminal");
 
     let status = {
         let mut c = child.lock().unwrap();
@@ -588,4 +589,88 @@ audiences = ["svc"]
     assert!(!out.contains(&token) && !stderr(&o).contains(&token));
     // Only the named issuer's keys are fetched: no wait on the unreachable one.
     assert!(started.elapsed() < std::time::Duration::from_secs(8));
+}
+
+/// One HTTP/1.1 request over a fresh socket; the response's status code.
+fn http_status(addr: &str, path: &str, token: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `[log] format = "json"`: every line is a JSON object, without colour codes; the access
+/// log has a line per request (caller, reason, no query); an unreachable upstream is a
+/// warning naming it; no token appears anywhere.
+#[test]
+fn json_logs_with_access_lines_and_upstream_warnings() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, jwks) = keygen_es256(dir.path(), "k9");
+    let cfg = write_config(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[log]
+format = "json"
+access = true
+[[issuers]]
+name = "file"
+issuer = "https://iss.example"
+jwks_file = "{}"
+audiences = ["svc"]
+algorithms = ["ES256"]
+"#,
+        jwks.display()
+    ));
+    let o = mint_k9(&key, &[]);
+    let token = stdout(&o).trim().to_string();
+    let (mut child, mut stderr, log) = start_run(&cfg);
+    let started: serde_json::Value =
+        serde_json::from_str(log.lines().last().unwrap()).expect("JSON log line");
+    let addr = started["listen"].as_str().unwrap().to_string();
+    assert_eq!(http_status(&addr, "/orders?secret=1", &token), 502);
+    assert_eq!(http_status(&addr, "/x", "not-a-token"), 401);
+    sigterm(&child);
+    exit_within_10s(&mut child, "SIGTERM");
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+        lines.push(std::mem::take(&mut line));
+    }
+    let all = format!("{log}{}", lines.concat());
+    assert!(!all.contains('\u{1b}'), "no ANSI codes: {all}");
+    assert!(!all.contains(&token), "no token in the log");
+    let events: Vec<serde_json::Value> = all
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let access: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["target"] == "access").collect();
+    assert_eq!(access.len(), 2, "{all}");
+    assert_eq!(access[0]["path"], "/orders");
+    assert_eq!(access[0]["status"], 502);
+    assert_eq!(access[0]["user"], "system:serviceaccount:default:default");
+    assert_eq!(access[1]["status"], 401);
+    assert_eq!(access[1]["user"], "-");
+    assert_eq!(access[1]["reason"], "malformed");
+    let warned = events
+        .iter()
+        .find(|e| e["message"] == "upstream request failed")
+        .unwrap_or_else(|| panic!("{all}"));
+    assert_eq!(warned["level"], "WARN");
+    assert_eq!(warned["upstream"], "127.0.0.1:1");
 }

@@ -85,6 +85,7 @@ pub fn run(args: &ConfigArg) -> ExitCode {
     if let Some(e) = config.missing_files().into_iter().next() {
         return usage_error(format!("invalid config: {e}"));
     }
+    let log_level = crate::logging::init(&config.log);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -107,6 +108,9 @@ pub fn run(args: &ConfigArg) -> ExitCode {
         Err(e) => return failure(e),
     };
     tracing::info!(listen = %running.addr, admin = %running.admin_addr, "tokenreview-proxy started");
+    if let Some(level) = log_level {
+        running.reloader().follow_log_level(level);
+    }
     let follow = rt.spawn(crate::reload::follow(
         args.config.clone(),
         running.reloader(),

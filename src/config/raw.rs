@@ -18,6 +18,16 @@ pub(super) struct RawConfig {
     pub(super) tokenreview: RawTokenReview,
     #[serde(default)]
     pub(super) issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub(super) log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<String>,
+    pub(super) level: Option<String>,
+    pub(super) access: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

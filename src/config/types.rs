@@ -44,6 +44,33 @@ pub struct Config {
     pub cache: CacheConfig,
     pub tokenreview: TokenReviewConfig,
     pub issuers: Vec<IssuerConfig>,
+    pub log: LogConfig,
+}
+
+/// `[log]` (SPEC section 15).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `debug`, `tokenreview_proxy=debug,warn`); `RUST_LOG` wins.
+    pub level: String,
+    /// One line per request.
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone)]

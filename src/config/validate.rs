@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::raw::{
-    RawAdmin, RawCache, RawConfig, RawIssuer, RawServer, RawTokenReview, RawUpstream,
+    RawAdmin, RawCache, RawConfig, RawIssuer, RawLog, RawServer, RawTokenReview, RawUpstream,
 };
 use super::types::*;
 use crate::keys::Alg;
@@ -32,6 +32,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
     let cache = cache(&raw.cache, f)?;
     let tokenreview = tokenreview(&raw.tokenreview, upstream.is_some(), f)?;
     let issuers = issuers(&raw.issuers, f)?;
+    let log = log(&raw.log, f)?;
     Ok(Config {
         source: file.to_string(),
         server,
@@ -40,6 +41,28 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
         cache,
         tokenreview,
         issuers,
+        log,
+    })
+}
+
+fn log(raw: &RawLog, f: File) -> Result<LogConfig, ConfigError> {
+    let format = match raw.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(f.err(
+                "log.format",
+                format!("{other:?}: expected \"text\" or \"json\""),
+            ))
+        }
+    };
+    let level = raw.level.clone().unwrap_or_else(|| "info".into());
+    tracing_subscriber::EnvFilter::try_new(&level)
+        .map_err(|e| f.err("log.level", format!("{level:?}: {e}")))?;
+    Ok(LogConfig {
+        format,
+        level,
+        access: raw.access.unwrap_or(false),
     })
 }
 

@@ -11,37 +11,86 @@ use http::{Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
-use crate::auth::Accepted;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::auth::{Accepted, Principal};
 use crate::metrics::RequestMetrics;
 use crate::response::{self, Body};
 use crate::upstream::{Downstream, Upstream, UpstreamError};
 
-/// Send the request upstream; the future resolves to the response to give the client.
+/// Send the request upstream; the future resolves to the response to give the client. With
+/// `access` (the access log is on), the response carries the caller ([`Caller`]).
 pub fn send<'a>(
     upstream: &'a Upstream,
     m: &'a RequestMetrics,
     req: Request<Incoming>,
     (verified, token_headers): Accepted,
     conn: &'a Downstream,
+    access: bool,
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
     let sending = upstream.forward(req, &verified.principal.headers, token_headers, conn);
-    sending.map(move |r| match r {
-        Ok(resp) => {
-            m.ok.increment(1);
-            m.upstream_status(resp.status());
-            resp.map(Either::Left)
+    let caller = access.then(|| Caller(verified.principal.clone()));
+    sending.map(move |r| {
+        let mut resp = match r {
+            Ok(resp) => {
+                m.ok.increment(1);
+                m.upstream_status(resp.status());
+                resp.map(Either::Left)
+            }
+            Err(e) => failed(m, upstream, e),
+        };
+        if let Some(c) = caller {
+            resp.extensions_mut().insert(c);
         }
-        Err(e) => failed(m, e),
+        resp
     })
 }
 
+/// Who a forwarded request was made for, for the access log.
+#[derive(Clone)]
+pub struct Caller(pub Arc<Principal>);
+
 #[cold]
 #[inline(never)]
-fn failed(m: &RequestMetrics, e: UpstreamError) -> Response<Body> {
+fn failed(m: &RequestMetrics, upstream: &Upstream, e: UpstreamError) -> Response<Body> {
     m.upstream_failed();
+    if let Some(suppressed) = WARNINGS.admit() {
+        tracing::warn!(upstream = %upstream.authority(), cause = %e, suppressed, "upstream request failed");
+    }
     match e {
         UpstreamError::Timeout => response::upstream_timeout(),
         UpstreamError::Unreachable => response::upstream_unreachable(),
         UpstreamError::Failed => response::upstream_failed(),
+    }
+}
+
+/// At most one upstream-failure warning a second; the next one says how many were held back.
+struct RateLimit {
+    /// The second (since the Unix epoch) of the last warning.
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+static WARNINGS: RateLimit = RateLimit {
+    last: AtomicU64::new(0),
+    suppressed: AtomicU64::new(0),
+};
+
+impl RateLimit {
+    /// `Some(held back since the last one)` when a warning may be logged now.
+    fn admit(&self) -> Option<u64> {
+        let now = crate::verify::now_unix().max(0) as u64;
+        let last = self.last.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::AcqRel));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
     }
 }

@@ -29,6 +29,7 @@ use crate::token::Bearer;
 use crate::tokenreview;
 use crate::upstream::{Downstream, Upstream};
 
+pub mod access;
 pub mod authenticate;
 pub mod authorize;
 pub mod extract;
@@ -90,6 +91,7 @@ pub fn handle<'a>(
         return future::Either::Left(ready(Ok(response::header_too_large())));
     }
     let started = Instant::now();
+    let access = rt.config.log.access.then(|| access::begin(&req));
     let resp = if tokenreview::serves(&rt.config.tokenreview, &req) {
         future::Either::Left(out_of_line(tokenreview::handle(
             &rt.auth,
@@ -101,7 +103,11 @@ pub fn handle<'a>(
     };
     let m = &worker.shared.metrics;
     future::Either::Right(resp.map(move |resp| {
-        m.duration.record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        m.duration.record(took.as_secs_f64());
+        if let Some(entry) = access {
+            access::end(entry, &resp, took);
+        }
         Ok(resp)
     }))
 }
@@ -168,6 +174,7 @@ fn authorize_and_forward<'a>(
             req,
             accepted,
             &peer.downstream,
+            worker.runtime.config.log.access,
         )),
         Decision::Deny => future::Either::Right(ready(authorize::denied())),
     }

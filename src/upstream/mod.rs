@@ -217,6 +217,11 @@ impl Upstream {
         self.timeout
     }
 
+    /// The upstream's `host[:port]`, for logs.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
     /// Rewrite an authenticated request for the upstream and send it. The caller has already
     /// stripped spoofable identity headers.
     ///
