@@ -79,11 +79,14 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         proxy_token.store(Some(Arc::new(read_token_file(path)?)));
     }
     let tls = match &config.server.tls {
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-            tls::server_config(&t.cert_file, &t.key_file, t.client_ca_file.as_deref())?,
-        ))),
+        Some(t) => Some(Arc::new(ArcSwap::from_pointee(tls::server_config(
+            &t.cert_file,
+            &t.key_file,
+            t.client_ca_file.as_deref(),
+        )?))),
         None => None,
     };
+    let cert_files = config.server.tls.clone().zip(tls.clone());
 
     // Bind everything before spawning anything, so errors surface here.
     let listen = config.server.listen;
@@ -157,6 +160,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                     }
                     if let Some(path) = token_file {
                         tokio::spawn(watch_token_file(path, proxy_token, shutdown.clone()));
+                    }
+                    if let Some((files, slot)) = cert_files {
+                        tokio::spawn(tls::follow_files(files, slot, shutdown.clone()));
                     }
                     housekeeping(shared, prometheus, shutdown).await;
                 });

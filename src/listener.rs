@@ -61,7 +61,8 @@ pub struct ConnSettings {
     /// server directly, with the same settings as `builder`'s, without the auto builder's
     /// replay of the bytes it read to choose (a wrapper on every read) and its dispatch.
     pub http1: http1::Builder,
-    pub tls: Option<TlsAcceptor>,
+    /// The server's TLS configuration, replaced when its certificate files change.
+    pub tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     pub idle_timeout: Duration,
     /// Bounds the TLS handshake, and each HTTP/1 request head from its first byte (the
     /// first request's from the connection's start).
@@ -69,7 +70,10 @@ pub struct ConnSettings {
 }
 
 impl ConnSettings {
-    pub fn new(cfg: &ServerConfig, tls: Option<TlsAcceptor>) -> ConnSettings {
+    pub fn new(
+        cfg: &ServerConfig,
+        tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    ) -> ConnSettings {
         // One set of HTTP/1 settings for both servers (their builder types differ).
         macro_rules! http1_settings {
             ($b:expr) => {
@@ -190,7 +194,9 @@ async fn serve_connection(
             let peer = Arc::new(Peer::new(Downstream::new(ip, false)));
             drive(worker, io, peer, activity, &settings, shutdown, http1_only).await;
         }
-        Some(acceptor) => {
+        Some(current) => {
+            // The certificate as of this connection: a rotation applies to the next ones.
+            let acceptor = TlsAcceptor::from(current.load_full());
             let tls = match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(io))
                 .await
             {

@@ -2,12 +2,14 @@
 //! verification) and the client side (upstream and issuer fetches), with a private CA or the
 //! system roots.
 
-use std::path::Path;
-use std::sync::Arc;
-
+use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -108,5 +110,51 @@ pub fn client_config(
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
             .map_err(|e| file_err(cert, format!("client certificate and key do not fit: {e}"))),
         None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// How often the server's certificate files are read to see whether they changed.
+pub const CERT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Re-read the server's certificate, key and client CA whenever their content changes
+/// (cert-manager renewals, Secret volume symlink swaps) and swap the new configuration in for
+/// the connections that follow. A pair that does not load is logged and the old one kept.
+pub async fn follow_files(
+    files: TlsFiles,
+    slot: Arc<ArcSwap<ServerConfig>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let read = |files: &TlsFiles| {
+        [
+            Some(&files.cert_file),
+            Some(&files.key_file),
+            files.client_ca_file.as_ref(),
+        ]
+        .map(|p| p.and_then(|p| std::fs::read(p).ok()))
+    };
+    let mut seen = read(&files);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CERT_CHECK_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = read(&files);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match server_config(
+            &files.cert_file,
+            &files.key_file,
+            files.client_ca_file.as_deref(),
+        ) {
+            Ok(c) => {
+                slot.store(Arc::new(c));
+                tracing::info!(cert = %files.cert_file.display(), "server certificate reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "new server certificate files do not load; keeping the previous ones")
+            }
+        }
     }
 }

@@ -520,7 +520,10 @@ fn sighup_and_a_changed_file_reload_the_config() {
     std::fs::write(cfg.path(), "[server]\nlisten = 7\n").unwrap();
     let refused = log_until(&mut stderr, "config reload refused").expect("refused");
     assert!(refused.contains("server.listen"), "{refused}");
-    assert!(!refused.contains('\u{1b}'), "no colour codes when stderr is not a terminal");
+    assert!(
+        !refused.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal"
+    );
 
     let status = {
         let mut c = child.lock().unwrap();

@@ -193,6 +193,39 @@ async fn client_certificates_are_required_when_client_ca_is_set() {
     assert_eq!(with.map(|r| r.1), Ok(200));
 }
 
+/// A renewed certificate (cert-manager writes new files) serves the next connections without
+/// a restart; files that do not load keep the certificate in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let pki = Pki::new();
+    let renewed = Pki::new(); // signed by another CA: clients trusting only it see the swap
+    let h = Harness::start_with(Opts {
+        server_extra: pki.server_toml(false),
+        ..Opts::default()
+    })
+    .await;
+    let token = h.token();
+    let old = pki.connector(&[b"http/1.1"], false);
+    let new = renewed.connector(&[b"http/1.1"], false);
+    assert_eq!(tls_request(&h, &old, &token).await.map(|r| r.1), Ok(200));
+    assert!(tls_request(&h, &new, &token).await.is_err());
+
+    for f in ["tls.crt", "tls.key"] {
+        std::fs::copy(renewed.dir.path().join(f), pki.dir.path().join(f)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tls_request(&h, &new, &token).await.is_err() {
+        assert!(Instant::now() < deadline, "the renewed certificate was not served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(tls_request(&h, &old, &token).await.is_err());
+
+    // A broken pair: the renewed certificate stays.
+    std::fs::write(pki.dir.path().join("tls.key"), "not a key").unwrap();
+    tokio::time::sleep(tokenreview_proxy::tls::CERT_CHECK_INTERVAL * 2).await;
+    assert_eq!(tls_request(&h, &new, &token).await.map(|r| r.1), Ok(200));
+}
+
 /// Read until the server closes; returns what it sent and how long it took.
 async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
     let start = Instant::now();
