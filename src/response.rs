@@ -1,7 +1,7 @@
 //! Every response the proxy makes itself (SPEC section 7): the 401s with their
-//! `WWW-Authenticate` realm and reason, 400, 403, 404, 431, 502/504, 503 with `Retry-After`,
-//! and the Kubernetes `Status` objects of the TokenReview API. The proxy stages and TokenReview
-//! both answer from here, so a status and its wording are written once.
+//! `WWW-Authenticate` realm and reason, 400, 403, 404, 408, 431, 502/504, 503 with
+//! `Retry-After`, and the Kubernetes `Status` objects of the TokenReview API. The proxy stages
+//! and TokenReview both answer from here, so a status and its wording are written once.
 //!
 //! Each builder is `#[cold]` and never inlined: they run only on failure paths, and their code
 //! inside the request future would spread the cached path over more instruction-cache lines
@@ -142,6 +142,13 @@ pub fn forbidden() -> Response<Body> {
 #[inline(never)]
 pub fn not_found() -> Response<Body> {
     text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// 408: the request body's next bytes did not come within `server.request_body_timeout`.
+#[cold]
+#[inline(never)]
+pub fn request_body_timeout() -> Response<Body> {
+    text(StatusCode::REQUEST_TIMEOUT, "request body timed out\n")
 }
 
 /// 503 with `Retry-After`: the token's issuer has no usable keys yet.

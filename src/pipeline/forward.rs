@@ -2,9 +2,13 @@
 //! request is rewritten for the upstream (hop-by-hop headers out, `Host` and
 //! `X-Forwarded-*`, identity headers in, the token kept or dropped per mode) and handed over
 //! at once; the returned future only waits for the response head, whose body then streams
-//! back. No response within `upstream.timeout` is 504; no connection, 502.
+//! back. No response within `upstream.timeout` is 504; no connection, 502. A request body
+//! that stalls past `server.request_body_timeout` fails the exchange too, but is the client's:
+//! 408, never counted as an upstream failure.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::FutureExt;
 use http::{Request, Response};
@@ -13,17 +17,21 @@ use hyper::body::Incoming;
 
 use crate::auth::Accepted;
 use crate::metrics::RequestMetrics;
+use crate::request_body::{self, BodyFailure, BodyOutcome};
 use crate::response::{self, Body};
 use crate::upstream::{Downstream, Upstream, UpstreamError};
 
 /// Send the request upstream; the future resolves to the response to give the client.
+/// `body_timeout`: `server.request_body_timeout`.
 pub fn send<'a>(
     upstream: &'a Upstream,
     m: &'a RequestMetrics,
     req: Request<Incoming>,
     (verified, token_headers): Accepted,
     conn: &'a Downstream,
+    body_timeout: Duration,
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
+    let (req, body) = request_body::watch(req, body_timeout);
     let sending = upstream.forward(req, &verified.principal.headers, token_headers, conn);
     sending.map(move |r| match r {
         Ok(resp) => {
@@ -31,13 +39,16 @@ pub fn send<'a>(
             m.upstream_status(resp.status());
             resp.map(Either::Left)
         }
-        Err(e) => failed(m, e),
+        Err(e) => failed(m, e, body),
     })
 }
 
 #[cold]
 #[inline(never)]
-fn failed(m: &RequestMetrics, e: UpstreamError) -> Response<Body> {
+fn failed(m: &RequestMetrics, e: UpstreamError, body: Option<Arc<BodyOutcome>>) -> Response<Body> {
+    if body.and_then(|b| b.failure()) == Some(BodyFailure::Stalled) {
+        return response::request_body_timeout();
+    }
     m.upstream_failed();
     match e {
         UpstreamError::Timeout => response::upstream_timeout(),

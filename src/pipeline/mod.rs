@@ -90,6 +90,7 @@ pub fn handle<'a>(
             &rt.auth,
             &rt.config.tokenreview,
             req,
+            rt.config.server.request_body_timeout,
         )))
     } else {
         future::Either::Right(proxy(worker, peer, req))
@@ -163,6 +164,7 @@ fn authorize_and_forward<'a>(
             req,
             accepted,
             &peer.downstream,
+            worker.runtime.config.server.request_body_timeout,
         )),
         Decision::Deny => future::Either::Right(ready(authorize::denied())),
     }
