@@ -1,7 +1,7 @@
 //! A client's request body on its way in, watched: a wait for its next bytes longer than
-//! `server.request_body_timeout` ends it with an error (the client gets 408), and how a body
-//! failed on the client's side (stalled, or broken: a malformed chunk, a client gone) is
-//! recorded, so the forward stage can tell the client's failure from the upstream's.
+//! `server.request_body_timeout` ends it with an error (the client gets 408), and a body that
+//! fails on the client's side (a malformed chunk, a client gone) is recorded as such, so the
+//! forward stage answers 400 or 408 instead of blaming the upstream (502).
 //!
 //! Used by TokenReview (collecting its body) and the forward stage (streaming it upstream).
 //! A request without a body is not wrapped: no timer, no allocation.

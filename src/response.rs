@@ -151,6 +151,13 @@ pub fn request_body_timeout() -> Response<Body> {
     text(StatusCode::REQUEST_TIMEOUT, "request body timed out\n")
 }
 
+/// 400: the request body could not be read (a malformed chunk, a body cut short).
+#[cold]
+#[inline(never)]
+pub fn bad_request_body() -> Response<Body> {
+    text(StatusCode::BAD_REQUEST, "malformed request body\n")
+}
+
 /// 503 with `Retry-After`: the token's issuer has no usable keys yet.
 #[cold]
 #[inline(never)]

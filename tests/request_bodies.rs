@@ -1,6 +1,6 @@
 //! Request bodies over raw sockets: a body that stops coming ends with 408 after
 //! `server.request_body_timeout` (TokenReview and proxied requests) instead of holding its
-//! connection, and is never counted as an upstream failure.
+//! connection, and a malformed body is the client's error (400), never an upstream failure.
 //!
 //! The metrics are process-wide, so every test holds `LOCK` and compares before/after deltas.
 mod common;
@@ -16,6 +16,7 @@ static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TOKENREVIEW: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 const BODY_TIMEOUTS: &str = "tokenreview_proxy_request_body_timeouts_total";
 const UPSTREAM_ERRORS: &str = r#"tokenreview_proxy_upstream_responses_total{class="error"}"#;
+const UPSTREAM_ERROR_RESULTS: &str = r#"tokenreview_proxy_requests_total{result="upstream_error"}"#;
 
 /// The proxy with a 1 s body timeout; the upstream timeout far beyond it.
 async fn start() -> Harness {
@@ -111,6 +112,27 @@ async fn a_proxied_request_whose_body_never_comes_gets_408_not_504() {
         errors,
         "the client's stall is not the upstream's failure"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_body_is_400_and_not_an_upstream_error() {
+    let _guard = LOCK.lock().await;
+    let h = start().await;
+    let errors = h.metric(UPSTREAM_ERRORS).await;
+    let error_results = h.metric(UPSTREAM_ERROR_RESULTS).await;
+    // "zz" is not a hexadecimal chunk size.
+    let (got, _) = exchange(
+        &h,
+        &format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            h.token()
+        ),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
+    assert_eq!(h.metric(UPSTREAM_ERRORS).await, errors);
+    assert_eq!(h.metric(UPSTREAM_ERROR_RESULTS).await, error_results);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,9 @@
 //! `X-Forwarded-*`, identity headers in, the token kept or dropped per mode) and handed over
 //! at once; the returned future only waits for the response head, whose body then streams
 //! back. No response within `upstream.timeout` is 504; no connection, 502. A request body
-//! that stalls past `server.request_body_timeout` fails the exchange too, but is the client's:
-//! 408, never counted as an upstream failure.
+//! that fails on the client's side fails the exchange too, but is the client's: 408 when it
+//! stalled past `server.request_body_timeout`, 400 when it was malformed, never counted as an
+//! upstream failure.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,8 +47,10 @@ pub fn send<'a>(
 #[cold]
 #[inline(never)]
 fn failed(m: &RequestMetrics, e: UpstreamError, body: Option<Arc<BodyOutcome>>) -> Response<Body> {
-    if body.and_then(|b| b.failure()) == Some(BodyFailure::Stalled) {
-        return response::request_body_timeout();
+    match body.and_then(|b| b.failure()) {
+        Some(BodyFailure::Stalled) => return response::request_body_timeout(),
+        Some(BodyFailure::Broken) => return response::bad_request_body(),
+        None => {}
     }
     m.upstream_failed();
     match e {
