@@ -6,7 +6,7 @@
 //! ```text
 //! accept (TCP or rustls) ─► hyper-util auto (HTTP/1.1 + HTTP/2)            [listener]
 //!    └► request path, as named stages:                                     [pipeline]
-//!         normalize    bound header lines; strip spoofable identity headers
+//!         normalize    bound header lines; refuse CONNECT; strip spoofable identity headers
 //!         TokenReview? ─► tokenreview handler ─► authenticate ─┐           [tokenreview]
 //!         extract      the bearer token, borrowed                │           [token]
 //!         authenticate connection memo, else authenticate(token, audiences) [auth]

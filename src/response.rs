@@ -1,5 +1,5 @@
 //! Every response the proxy makes itself (SPEC section 7): the 401s with their
-//! `WWW-Authenticate` realm and reason, 400, 403, 404, 408, 431, 502/504, 503 with
+//! `WWW-Authenticate` realm and reason, 400, 403, 404, 405, 408, 431, 502/504, 503 with
 //! `Retry-After`, and the Kubernetes `Status` objects of the TokenReview API. The proxy stages
 //! and TokenReview both answer from here, so a status and its wording are written once.
 //!
@@ -10,7 +10,7 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -142,6 +142,18 @@ pub fn forbidden() -> Response<Body> {
 #[inline(never)]
 pub fn not_found() -> Response<Body> {
     text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// 405: `CONNECT`, never forwarded (SPEC section 14).
+#[cold]
+#[inline(never)]
+pub fn connect_refused() -> Response<Body> {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+    r.headers_mut().insert(
+        ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
+    r
 }
 
 /// 408: the request body's next bytes did not come within `server.request_body_timeout`.

@@ -104,13 +104,16 @@ pub fn handle<'a>(
 
 /// A request to proxy: normalize → extract → authenticate → authorize → forward. With a
 /// token the connection's memo answers, all of it runs now, on the stack; other tokens take
-/// the boxed path through the shared cache or a verification.
+/// the boxed path through the shared cache or a verification. `CONNECT` is refused first.
 fn proxy<'a>(
     worker: &'a Worker,
     peer: &'a Peer,
     mut req: Request<Incoming>,
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
     let m = &worker.shared.metrics;
+    if normalize::is_connect(req.method()) {
+        return future::Either::Left(ready(response::connect_refused()));
+    }
     let Some(upstream) = &worker.upstream else {
         return future::Either::Left(ready(response::not_found()));
     };
