@@ -56,6 +56,7 @@ struct ReviewRequest {
     #[serde(rename = "apiVersion")]
     api_version: Option<String>,
     kind: Option<String>,
+    /// Echoed back; must be an object (`null` counts as absent).
     #[serde(default)]
     metadata: Option<Value>,
     spec: Option<ReviewSpec>,
@@ -163,7 +164,17 @@ pub async fn handle(
     if !requested.is_empty() {
         spec_out.insert("audiences".into(), json!(requested));
     }
-    let metadata = review.metadata.unwrap_or_else(|| json!({}));
+    let metadata = match review.metadata {
+        None => json!({}),
+        Some(m @ Value::Object(_)) => m,
+        Some(_) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "metadata must be an object",
+            )
+        }
+    };
     let status_obj = match auth.authenticate(&spec.token, audiences).await {
         Ok(v) => {
             metrics[1].increment(1);
@@ -222,7 +233,14 @@ async fn check_caller(
     }
     let token = match token::extract(req.headers()) {
         Bearer::Token(t) => t,
-        Bearer::Missing | Bearer::Ambiguous => {
+        Bearer::Ambiguous => {
+            return Some(status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "more than one Authorization header",
+            ));
+        }
+        Bearer::Missing => {
             return Some(response::status_unauthorized(
                 "a bearer token is required to call TokenReview",
                 HeaderValue::from_static(response::REALM),
