@@ -6,7 +6,7 @@
 //! ```text
 //! accept (TCP or rustls) ─► hyper-util auto (HTTP/1.1 + HTTP/2)            [listener]
 //!    └► request path, as named stages:                                     [pipeline]
-//!         normalize    bound header lines; strip spoofable identity headers
+//!         normalize    bound header lines; refuse CONNECT; strip spoofable identity headers
 //!         TokenReview? ─► tokenreview handler ─► authenticate ─┐           [tokenreview]
 //!         extract      the bearer token, borrowed                │           [token]
 //!         authenticate connection memo, else authenticate(token, audiences) [auth]
@@ -15,6 +15,7 @@
 //!                   ─► keys (arc-swap) ─► signature ─► identity ─► insert  [keys, identity]
 //!         authorize    the runtime's policy (allow-all for now)            [authz]
 //!         forward      identity headers (pre-built) ─► upstream ─► stream back [upstream]
+//!    request bodies: a stall past request_body_timeout ends them (408)     [request_body]
 //!    every refusal is a response from one place                            [response]
 //! config ─► runtime::build ─► Runtime (issuers, cache, policy, upstream), swappable [runtime]
 //! per issuer: refresher task: discovery ─► JWKS ─► validated KeySet swap   [jwks]
@@ -29,6 +30,7 @@
 pub mod cold;
 pub mod listener;
 pub mod pipeline;
+pub mod request_body;
 pub mod response;
 pub mod token;
 pub mod tokenreview;

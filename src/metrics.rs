@@ -32,6 +32,8 @@ pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
 /// Not in SPEC's table (an addition): keys of the current JWKS document dropped at load time
 /// (`oct`, `use: enc`, RSA under 2048 bits, malformed, ...).
 pub const JWKS_DROPPED_KEYS: &str = "tokenreview_proxy_jwks_dropped_keys";
+/// Not in SPEC's table (an addition): request bodies ended by `server.request_body_timeout`.
+pub const REQUEST_BODY_TIMEOUTS_TOTAL: &str = "tokenreview_proxy_request_body_timeouts_total";
 
 /// Histogram buckets for verification and request latency (seconds): 5 µs to 10 s.
 const BUCKETS: &[f64] = &[
@@ -110,6 +112,10 @@ fn describe() {
     describe_gauge!(
         JWKS_DROPPED_KEYS,
         "Keys of the current JWKS dropped at load (oct, use=enc, weak RSA, malformed)"
+    );
+    describe_counter!(
+        REQUEST_BODY_TIMEOUTS_TOTAL,
+        "Request bodies whose next bytes did not arrive within server.request_body_timeout"
     );
 }
 

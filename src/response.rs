@@ -1,7 +1,7 @@
 //! Every response the proxy makes itself (SPEC section 7): the 401s with their
-//! `WWW-Authenticate` realm and reason, 400, 403, 404, 431, 502/504, 503 with `Retry-After`,
-//! and the Kubernetes `Status` objects of the TokenReview API. The proxy stages and TokenReview
-//! both answer from here, so a status and its wording are written once.
+//! `WWW-Authenticate` realm and reason, 400, 403, 404, 405, 408, 431, 502/504, 503 with
+//! `Retry-After`, and the Kubernetes `Status` objects of the TokenReview API. The proxy stages
+//! and TokenReview both answer from here, so a status and its wording are written once.
 //!
 //! Each builder is `#[cold]` and never inlined: they run only on failure paths, and their code
 //! inside the request future would spread the cached path over more instruction-cache lines
@@ -10,7 +10,7 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -144,6 +144,32 @@ pub fn forbidden() -> Response<Body> {
 #[inline(never)]
 pub fn not_found() -> Response<Body> {
     text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// 405: `CONNECT`, never forwarded (SPEC section 14).
+#[cold]
+#[inline(never)]
+pub fn connect_refused() -> Response<Body> {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+    r.headers_mut().insert(
+        ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
+    r
+}
+
+/// 408: the request body's next bytes did not come within `server.request_body_timeout`.
+#[cold]
+#[inline(never)]
+pub fn request_body_timeout() -> Response<Body> {
+    text(StatusCode::REQUEST_TIMEOUT, "request body timed out\n")
+}
+
+/// 400: the request body could not be read (a malformed chunk, a body cut short).
+#[cold]
+#[inline(never)]
+pub fn bad_request_body() -> Response<Body> {
+    text(StatusCode::BAD_REQUEST, "malformed request body\n")
 }
 
 /// 503 with `Retry-After`: the token's issuer has no usable keys yet.

@@ -4,9 +4,11 @@
 //! Responses never echo `spec.token`. A token we reject is `200` with
 //! `status.authenticated: false` and `status.error` = the reason code; a body that is not a
 //! TokenReview is `400` with a Kubernetes `Status`; "no usable keys" is `503` with a `Status`
-//! and `Retry-After` (the review could not be decided, which is not the same as "invalid").
+//! and `Retry-After` (the review could not be decided, which is not the same as "invalid"); a
+//! body whose bytes stop coming for `server.request_body_timeout` is `408` with a `Status`.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -18,6 +20,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::{Audiences, AuthError, Authenticator};
 use crate::config::TokenReviewConfig;
+use crate::request_body::{BodyFailure, Watched};
 use crate::response::{self, json as json_response, status, Body};
 use crate::token::{self, Bearer};
 
@@ -53,6 +56,7 @@ struct ReviewRequest {
     #[serde(rename = "apiVersion")]
     api_version: Option<String>,
     kind: Option<String>,
+    /// Echoed back; must be an object (`null` counts as absent).
     #[serde(default)]
     metadata: Option<Value>,
     spec: Option<ReviewSpec>,
@@ -66,11 +70,13 @@ struct ReviewSpec {
     audiences: Option<Vec<String>>,
 }
 
-/// Handle a `POST` to one of the TokenReview paths.
+/// Handle a `POST` to one of the TokenReview paths. `body_timeout`:
+/// `server.request_body_timeout`.
 pub async fn handle(
     auth: &Authenticator,
     cfg: &TokenReviewConfig,
     req: Request<Incoming>,
+    body_timeout: Duration,
 ) -> Response<Body> {
     let (version, api_version) = if req.uri().path() == PATH_V1 {
         ("v1", "authentication.k8s.io/v1")
@@ -82,11 +88,16 @@ pub async fn handle(
         return resp;
     }
 
-    let body: Bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
+    let (body, outcome) = Watched::new(req.into_body(), body_timeout);
+    let body: Bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
+        Err(_) if outcome.failure() == Some(BodyFailure::Stalled) => {
+            return status(
+                StatusCode::REQUEST_TIMEOUT,
+                "Timeout",
+                "request body not received within server.request_body_timeout",
+            )
+        }
         Err(_) => {
             return status(
                 StatusCode::BAD_REQUEST,
@@ -153,7 +164,17 @@ pub async fn handle(
     if !requested.is_empty() {
         spec_out.insert("audiences".into(), json!(requested));
     }
-    let metadata = review.metadata.unwrap_or_else(|| json!({}));
+    let metadata = match review.metadata {
+        None => json!({}),
+        Some(m @ Value::Object(_)) => m,
+        Some(_) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "metadata must be an object",
+            )
+        }
+    };
     let status_obj = match auth.authenticate(&spec.token, audiences).await {
         Ok(v) => {
             metrics[1].increment(1);
@@ -212,7 +233,14 @@ async fn check_caller(
     }
     let token = match token::extract(req.headers()) {
         Bearer::Token(t) => t,
-        Bearer::Missing | Bearer::Ambiguous => {
+        Bearer::Ambiguous => {
+            return Some(status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "more than one Authorization header",
+            ));
+        }
+        Bearer::Missing => {
             return Some(response::status_unauthorized(
                 "a bearer token is required to call TokenReview",
                 HeaderValue::from_static(response::REALM),

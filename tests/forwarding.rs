@@ -1,6 +1,7 @@
 //! Forwarding (SPEC section 6) over real loopback sockets: spoofed identity headers never
 //! reach the upstream, the identity-header modes, hop-by-hop hygiene, streaming of large
-//! bodies both ways, upstream failures, h2c, and tokens never reaching the logs.
+//! bodies both ways, `CONNECT` refused, upstream failures, h2c, and tokens never reaching the
+//! logs.
 mod common;
 use common::*;
 
@@ -465,6 +466,32 @@ async fn large_download_streams_through_unchanged() {
     assert_eq!(len, LEN);
     assert!(frames > 1, "the body arrives in pieces, not as one buffer");
     assert_eq!(hex(ctx.finish().as_ref()), dev::download_sha256(LEN));
+}
+
+// ---- Methods ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_a_valid_token_is_405_and_never_forwarded() {
+    let h = Harness::start().await;
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    let req = format!(
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        h.token()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let got = read_response(&mut s, Duration::from_secs(5)).await;
+    assert!(got.starts_with("HTTP/1.1 405"), "{got:?}");
+    assert!(
+        got.to_ascii_lowercase()
+            .contains("\r\nallow: get, head, post, put, patch, delete, options\r\n"),
+        "{got:?}"
+    );
+    assert_eq!(
+        h.upstream.request_count(),
+        0,
+        "CONNECT reached the upstream"
+    );
 }
 
 // ---- Upstream failures ----

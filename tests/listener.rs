@@ -215,7 +215,10 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while tls_request(&h, &new, &token).await.is_err() {
-        assert!(Instant::now() < deadline, "the renewed certificate was not served");
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was not served"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(tls_request(&h, &old, &token).await.is_err());

@@ -441,6 +441,66 @@ async fn allowed_callers_restricts_who_may_review() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_authorization_headers_with_allowed_callers_are_400_status() {
+    let _guard = LOCK.lock().await;
+    let h = Harness::start_with(Opts {
+        tokenreview_extra:
+            r#"allowed_callers = ["system:serviceaccount:kube-system:kube-apiserver"]"#.into(),
+        ..opts("tr-two-auth")
+    })
+    .await;
+    let mut apiserver = h.spec();
+    apiserver.namespace = "kube-system".into();
+    apiserver.service_account = "kube-apiserver".into();
+    let apiserver_token = h.key().sign(&dev::kube_claims(&apiserver));
+    let auth = format!("Bearer {apiserver_token}");
+    // Both headers carry an allowed caller's token: still ambiguous (SPEC 7).
+    let r = post_json(
+        &h.url(&path(V1)),
+        &[
+            ("authorization", auth.as_str()),
+            ("authorization", auth.as_str()),
+        ],
+        &review_body(V1, &h.token(), &[]),
+    )
+    .await;
+    assert_bad_request_status(&r, "two Authorization headers");
+    assert!(r.header("www-authenticate").is_none());
+    assert!(!r.text().contains(&apiserver_token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_that_is_not_an_object_is_400_status() {
+    let _guard = LOCK.lock().await;
+    let h = Harness::start_with(opts("tr-metadata")).await;
+    let token = h.token();
+    let url = h.url(&path(V1));
+    for (what, metadata) in [
+        ("array", json!([1, 2])),
+        ("string", json!("name")),
+        ("number", json!(7)),
+        ("bool", json!(true)),
+    ] {
+        let mut body = review_body(V1, &token, &[]);
+        body["metadata"] = metadata;
+        let r = post_json(&url, &[], &body).await;
+        assert_bad_request_status(&r, what);
+        assert!(!r.text().contains(&token), "{what}: token echoed");
+    }
+    // An object is echoed; null counts as absent.
+    for (metadata, echoed) in [
+        (json!({"name": "r1"}), json!({"name": "r1"})),
+        (Value::Null, json!({})),
+    ] {
+        let mut body = review_body(V1, &token, &[]);
+        body["metadata"] = metadata;
+        let r = post_json(&url, &[], &body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["metadata"], echoed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokenreviews_total_counts_version_and_outcome() {
     let _guard = LOCK.lock().await;
     let h = Harness::start_with(opts("tr-metrics")).await;

@@ -23,7 +23,7 @@ pub use types::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE,
     DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_NEGATIVE_TTL, DEFAULT_REFRESH_INTERVAL,
-    DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM_TIMEOUT,
+    DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM_TIMEOUT,
 };
 pub use validate::parse_duration;
 
@@ -240,6 +240,20 @@ audiences = ["https://kubernetes.default.svc.cluster.local"]
         for (text, key) in cases {
             let e = Config::parse(&text, "t.toml").unwrap_err();
             assert_eq!(e.key, key, "{e}");
+        }
+    }
+
+    #[test]
+    fn request_body_timeout_defaults_to_30s_and_must_be_positive() {
+        let c = Config::parse(MIN, "t.toml").unwrap();
+        assert_eq!(c.server.request_body_timeout, Duration::from_secs(30));
+        for bad in ["\"0s\"", "\"soon\""] {
+            let text = MIN.replace(
+                "[server]",
+                &format!("[server]\nrequest_body_timeout = {bad}"),
+            );
+            let e = Config::parse(&text, "t.toml").unwrap_err();
+            assert_eq!(e.key, "server.request_body_timeout", "{e}");
         }
     }
 

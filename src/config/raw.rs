@@ -42,6 +42,7 @@ pub(super) struct RawServer {
     pub(super) idle_timeout: Option<String>,
     pub(super) shutdown_grace: Option<String>,
     pub(super) max_connections: Option<usize>,
+    pub(super) request_body_timeout: Option<String>,
     pub(super) workers: Option<usize>,
 }
 

@@ -12,6 +12,7 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
 pub const DEFAULT_IDLE_TIMEOUT: &str = "90s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "25s";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10000;
+pub const DEFAULT_REQUEST_BODY_TIMEOUT: &str = "30s";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
 pub const DEFAULT_UPSTREAM_TIMEOUT: &str = "60s";
@@ -82,6 +83,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_connections: usize,
+    /// The longest wait for the next bytes of a request body; then 408.
+    pub request_body_timeout: Duration,
     /// Worker threads, each with its own runtime and `SO_REUSEPORT` listener. Default: cores.
     pub workers: usize,
 }

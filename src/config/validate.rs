@@ -136,6 +136,17 @@ fn server(s: &RawServer, f: File) -> Result<ServerConfig, ConfigError> {
     if max_connections == 0 {
         return Err(f.err("server.max_connections", "must be at least 1".into()));
     }
+    let request_body_timeout = f.dur(
+        "server.request_body_timeout",
+        &s.request_body_timeout,
+        DEFAULT_REQUEST_BODY_TIMEOUT,
+    )?;
+    if request_body_timeout.is_zero() {
+        return Err(f.err(
+            "server.request_body_timeout",
+            "must be longer than 0s".into(),
+        ));
+    }
     let workers = match s.workers {
         Some(0) => return Err(f.err("server.workers", "must be at least 1".into())),
         Some(n) => n,
@@ -157,6 +168,7 @@ fn server(s: &RawServer, f: File) -> Result<ServerConfig, ConfigError> {
             DEFAULT_SHUTDOWN_GRACE,
         )?,
         max_connections,
+        request_body_timeout,
         workers,
     })
 }

@@ -2,35 +2,47 @@
 //! request is rewritten for the upstream (hop-by-hop headers out, `Host` and
 //! `X-Forwarded-*`, identity headers in, the token kept or dropped per mode) and handed over
 //! at once; the returned future only waits for the response head, whose body then streams
-//! back. No response within `upstream.timeout` is 504; no connection, 502.
+//! back. No response within `upstream.timeout` is 504; no connection, 502. A request body
+//! that fails on the client's side fails the exchange too, but is the client's: 408 when it
+//! stalled past `server.request_body_timeout`, 400 when it was malformed, never counted as an
+//! upstream failure.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::FutureExt;
 use http::{Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use crate::auth::{Accepted, Principal};
 use crate::metrics::RequestMetrics;
+use crate::request_body::{self, BodyFailure, BodyOutcome};
 use crate::response::{self, Body};
 use crate::upstream::{Downstream, Upstream, UpstreamError};
 
-/// Send the request upstream; the future resolves to the response to give the client. With
-/// `access` (the access log is on), the response carries the caller ([`Caller`]).
+/// How a request is sent: `server.request_body_timeout`, and whether the access log is on
+/// (then the response carries the caller, [`Caller`]).
+#[derive(Clone, Copy)]
+pub struct SendOptions {
+    pub body_timeout: Duration,
+    pub access: bool,
+}
+
+/// Send the request upstream; the future resolves to the response to give the client.
 pub fn send<'a>(
     upstream: &'a Upstream,
     m: &'a RequestMetrics,
     req: Request<Incoming>,
     (verified, token_headers): Accepted,
     conn: &'a Downstream,
-    access: bool,
+    opts: SendOptions,
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
+    let (req, body) = request_body::watch(req, opts.body_timeout);
     let sending = upstream.forward(req, &verified.principal.headers, token_headers, conn);
-    let caller = access.then(|| Caller(verified.principal.clone()));
+    let caller = opts.access.then(|| Caller(verified.principal.clone()));
     sending.map(move |r| {
         let mut resp = match r {
             Ok(resp) => {
@@ -38,7 +50,7 @@ pub fn send<'a>(
                 m.upstream_status(resp.status());
                 resp.map(Either::Left)
             }
-            Err(e) => failed(m, upstream, e),
+            Err(e) => failed(m, upstream, e, body),
         };
         if let Some(c) = caller {
             resp.extensions_mut().insert(c);
@@ -53,7 +65,17 @@ pub struct Caller(pub Arc<Principal>);
 
 #[cold]
 #[inline(never)]
-fn failed(m: &RequestMetrics, upstream: &Upstream, e: UpstreamError) -> Response<Body> {
+fn failed(
+    m: &RequestMetrics,
+    upstream: &Upstream,
+    e: UpstreamError,
+    body: Option<Arc<BodyOutcome>>,
+) -> Response<Body> {
+    match body.and_then(|b| b.failure()) {
+        Some(BodyFailure::Stalled) => return response::request_body_timeout(),
+        Some(BodyFailure::Broken) => return response::bad_request_body(),
+        None => {}
+    }
     m.upstream_failed();
     if let Some(suppressed) = WARNINGS.admit() {
         tracing::warn!(upstream = %upstream.authority(), cause = %e, suppressed, "upstream request failed");

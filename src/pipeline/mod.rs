@@ -97,6 +97,7 @@ pub fn handle<'a>(
             &rt.auth,
             &rt.config.tokenreview,
             req,
+            rt.config.server.request_body_timeout,
         )))
     } else {
         future::Either::Right(proxy(worker, peer, req))
@@ -114,13 +115,16 @@ pub fn handle<'a>(
 
 /// A request to proxy: normalize → extract → authenticate → authorize → forward. With a
 /// token the connection's memo answers, all of it runs now, on the stack; other tokens take
-/// the boxed path through the shared cache or a verification.
+/// the boxed path through the shared cache or a verification. `CONNECT` is refused first.
 fn proxy<'a>(
     worker: &'a Worker,
     peer: &'a Peer,
     mut req: Request<Incoming>,
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
     let m = &worker.shared.metrics;
+    if normalize::is_connect(req.method()) {
+        return future::Either::Left(ready(response::connect_refused()));
+    }
     let Some(upstream) = &worker.upstream else {
         return future::Either::Left(ready(response::not_found()));
     };
@@ -174,7 +178,10 @@ fn authorize_and_forward<'a>(
             req,
             accepted,
             &peer.downstream,
-            worker.runtime.config.log.access,
+            forward::SendOptions {
+                body_timeout: worker.runtime.config.server.request_body_timeout,
+                access: worker.runtime.config.log.access,
+            },
         )),
         Decision::Deny => future::Either::Right(ready(authorize::denied())),
     }

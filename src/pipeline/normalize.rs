@@ -2,9 +2,15 @@
 //! anything reads the request. It bounds each header line (431 over
 //! `server.max_header_bytes`) and, for requests to proxy, removes every identity header a
 //! client could send to claim an identity (SPEC section 6), whatever its token and the mode.
-//! It may remove headers; it never adds any. SPEC section 11's path normalization joins it.
+//! It may remove headers; it never adds any. `CONNECT` ends here (405, never forwarded: SPEC
+//! section 14). SPEC section 11's path normalization joins it.
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, Method};
+
+/// `CONNECT` asks for a tunnel to another host, which this proxy never opens: 405.
+pub fn is_connect(method: &Method) -> bool {
+    method == Method::CONNECT
+}
 
 /// Does any header line (name, `: `, value) exceed `max` bytes? hyper bounds the whole head
 /// (at least 8 KiB); SPEC bounds each header line.

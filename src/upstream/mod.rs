@@ -1,5 +1,6 @@
 //! The upstream client: an authenticated request rewritten for the upstream (SPEC section 6)
-//! and sent, its response head handed back. Bodies stream both ways untouched.
+//! and sent, its response head handed back. Bodies stream both ways untouched (the client's
+//! watched on the way: `request_body`).
 //!
 //! HTTP/1 clients send one request at a time, so each downstream HTTP/1 connection gets an
 //! upstream connection of its own ([`UpstreamSlot`]): no pool lock, no pool lookup. HTTP/2
@@ -26,6 +27,7 @@ use tower_service::Service;
 use crate::cold::out_of_line;
 use crate::config::{IdentityMode, UpstreamConfig};
 use crate::identity::{TokenHeaderNames, TokenHeaderValues};
+use crate::request_body::RequestBody;
 use crate::tls;
 
 mod deadline;
@@ -46,8 +48,8 @@ pub enum UpstreamError {
 }
 
 type Connector = HttpsConnector<HttpConnector>;
-type UpstreamClient = Client<Connector, Incoming>;
-type Sender = http1::SendRequest<Incoming>;
+type UpstreamClient = Client<Connector, RequestBody>;
+type Sender = http1::SendRequest<RequestBody>;
 
 /// The upstream's response head as the client gets it (hop-by-hop headers gone), or why there
 /// is none (`None`: the upstream timeout passed).
@@ -234,7 +236,7 @@ impl Upstream {
     /// upstream connection, an HTTP/2 client's pooled request, a rewrite error) are boxed.
     pub fn forward<'a>(
         &'a self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         identity_headers: &[(HeaderName, HeaderValue)],
         token_headers: TokenHeaderValues,
         conn: &'a Downstream,
@@ -284,12 +286,12 @@ impl Upstream {
     /// open to the upstream); otherwise the absolute URI the pool routes by.
     fn rewrite(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         identity_headers: &[(HeaderName, HeaderValue)],
         token_headers: TokenHeaderValues,
         conn: &Downstream,
         origin_form: bool,
-    ) -> Result<Request<Incoming>, UpstreamError> {
+    ) -> Result<Request<RequestBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
         let original_host = parts.headers.get(HOST).cloned().or_else(|| {
             parts
@@ -352,7 +354,7 @@ impl Upstream {
 
     async fn send_pooled(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         self.client.request(req).await.map_err(|e| {
             if e.is_connect() {
@@ -367,7 +369,7 @@ impl Upstream {
     /// Open a new upstream connection for this downstream connection and send on it.
     async fn send_fresh(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         slot: &UpstreamSlot,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut sender = self.connect().await?;

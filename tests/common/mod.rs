@@ -368,3 +368,29 @@ pub async fn start_with_upstream_url(opts: Opts, upstream_url: &str) -> Harness 
     let text = config_text(&opts, &issuer.issuer_url(), upstream_url);
     Harness::start_from_text(text, issuer, upstream, keys, true).await
 }
+
+/// Read one HTTP/1.1 response from a raw socket: until its head and `Content-Length` body are
+/// in, the server closes, or `limit` passes. Returns what arrived (lossy UTF-8), never panics.
+pub async fn read_response(s: &mut tokio::net::TcpStream, limit: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|len| out.len() >= end + 4 + len) {
+                break;
+            }
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
