@@ -17,8 +17,9 @@ mod validate;
 pub use types::{
     AdminConfig, CacheConfig, ClaimMappings, ClaimsMode, Config, ConfigError, IdentityMode,
     IssuerConfig, KeySource, ServerConfig, TlsFiles, TokenReviewConfig, UpstreamConfig,
-    DEFAULT_ADMIN_LISTEN, DEFAULT_ALGORITHMS, DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_MAX_TTL,
-    DEFAULT_CLOCK_SKEW, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_ALGORITHMS, DEFAULT_CACHE_MAX_ENTRIES,
+    DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES, DEFAULT_CACHE_MAX_TTL, DEFAULT_CLOCK_SKEW,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE,
     DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_NEGATIVE_TTL, DEFAULT_REFRESH_INTERVAL,
     DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM_TIMEOUT,
@@ -148,8 +149,11 @@ impl Config {
         }
         let _ = writeln!(
             s,
-            "cache: max_entries {}, max_ttl {:?}, negative_ttl {:?}",
-            self.cache.max_entries, self.cache.max_ttl, self.cache.negative_ttl
+            "cache: max_entries {}, max_ttl {:?}, negative_ttl {:?}, max_negative_entries {}",
+            self.cache.max_entries,
+            self.cache.max_ttl,
+            self.cache.negative_ttl,
+            self.cache.max_negative_entries
         );
         let _ = writeln!(
             s,

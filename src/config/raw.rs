@@ -61,6 +61,7 @@ pub(super) struct RawCache {
     pub(super) max_entries: Option<u64>,
     pub(super) max_ttl: Option<String>,
     pub(super) negative_ttl: Option<String>,
+    pub(super) max_negative_entries: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -18,6 +18,7 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: &str = "60s";
 pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_CACHE_MAX_TTL: &str = "10m";
 pub const DEFAULT_NEGATIVE_TTL: &str = "10s";
+pub const DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES: u64 = 100_000;
 pub const DEFAULT_REFRESH_INTERVAL: &str = "5m";
 pub const DEFAULT_MIN_REFETCH_INTERVAL: &str = "10s";
 pub const DEFAULT_MAX_STALE: &str = "24h";
@@ -95,6 +96,8 @@ pub struct CacheConfig {
     pub max_entries: u64,
     pub max_ttl: Duration,
     pub negative_ttl: Duration,
+    /// Bound on cached rejections, apart from `max_entries`.
+    pub max_negative_entries: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -230,6 +230,9 @@ fn cache(c: &RawCache, f: File) -> Result<CacheConfig, ConfigError> {
         max_entries: c.max_entries.unwrap_or(DEFAULT_CACHE_MAX_ENTRIES),
         max_ttl: f.dur("cache.max_ttl", &c.max_ttl, DEFAULT_CACHE_MAX_TTL)?,
         negative_ttl: f.dur("cache.negative_ttl", &c.negative_ttl, DEFAULT_NEGATIVE_TTL)?,
+        max_negative_entries: c
+            .max_negative_entries
+            .unwrap_or(DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES),
     })
 }
 
