@@ -22,7 +22,7 @@ pub use types::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE,
     DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_NEGATIVE_TTL, DEFAULT_REFRESH_INTERVAL,
-    DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM_TIMEOUT,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM_MAX_CONNECTIONS, DEFAULT_UPSTREAM_TIMEOUT,
 };
 pub use validate::parse_duration;
 
@@ -139,8 +139,8 @@ impl Config {
             Some(u) => {
                 let _ = writeln!(
                     s,
-                    "upstream: {} identity_headers={:?} forward_token={} timeout={:?}",
-                    u.url, u.identity_headers, u.forward_token, u.timeout
+                    "upstream: {} identity_headers={:?} forward_token={} timeout={:?} max_connections={}",
+                    u.url, u.identity_headers, u.forward_token, u.timeout, u.max_connections
                 );
             }
             None => {

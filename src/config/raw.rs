@@ -53,6 +53,7 @@ pub(super) struct RawUpstream {
     pub(super) forward_token: Option<bool>,
     pub(super) connect_timeout: Option<String>,
     pub(super) timeout: Option<String>,
+    pub(super) max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -209,6 +209,12 @@ fn upstream(u: &RawUpstream, f: File) -> Result<UpstreamConfig, ConfigError> {
             ))
         }
     };
+    let max_connections = u
+        .max_connections
+        .unwrap_or(DEFAULT_UPSTREAM_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(f.err("upstream.max_connections", "must be at least 1".into()));
+    }
     Ok(UpstreamConfig {
         url,
         ca_file: u.ca_file.clone(),
@@ -222,6 +228,7 @@ fn upstream(u: &RawUpstream, f: File) -> Result<UpstreamConfig, ConfigError> {
             DEFAULT_CONNECT_TIMEOUT,
         )?,
         timeout: f.dur("upstream.timeout", &u.timeout, DEFAULT_UPSTREAM_TIMEOUT)?,
+        max_connections,
     })
 }
 
