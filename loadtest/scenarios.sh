@@ -10,10 +10,13 @@
 #      case: per-token pod name and uid in every entry; POD_BASE=NAME sets the pod names'
 #      prefix, e.g. a Deployment's "checkout-7d9f8c6b5d")
 #   f  flood of unique valid tokens with max_entries = 10000: entries bounded, RSS flat
-# Usage: loadtest/scenarios.sh [a b c d e m]     (default: all; DURATION=10s CONNS=64)
+#   n  flood of distinct bad tokens (FLOOD=1000000, over two connections): RSS at idle, after
+#      the flood (rejections bounded by cache.max_negative_entries) and once they have expired
+#      (negative_ttl 10 s; EXPIRE_WAIT=15 seconds later)
+# Usage: loadtest/scenarios.sh [a b c d e m f n]     (default: all; DURATION=10s CONNS=64)
 source "$(dirname "$0")/lib.sh"
 need oha wrk nginx openssl python3 curl
-SCEN=${*:-a b c d e m f}
+SCEN=${*:-a b c d e m f n}
 build
 mkdir -p "$WORK"
 setup_keys
@@ -84,5 +87,19 @@ f) # A flood of unique valid tokens against a small cache: entries stay at the b
      entries=$(curl -s "http://127.0.0.1:$PROXY_ADMIN_PORT/metrics" | awk '/^tokenreview_proxy_verify_cache_entries / {print $2}')
      echo "   after $(( (k + 1) * third )) unique tokens ($ok x 200): cache entries $entries, RSS $(( $(proxy_rss_kib) / 1024 )) MiB"
    done ;;
+n) total=${FLOOD:-1000000}; half=$(( total / 2 ))
+   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'; start_proxy
+   entries() { curl -s "http://127.0.0.1:$PROXY_ADMIN_PORT/metrics" | awk '/^tokenreview_proxy_verify_cache_entries / {print $2}'; }
+   sleep 1; idle=$(proxy_rss_kib); t0=$(date +%s.%N)
+   python3 "$ROOT/loadtest/flood_bad_tokens.py" "$PROXY_PORT" 0 "$half" "$ISS" "$AUD" > "$WORK/flood-0.txt" &
+   FLOOD0=$!
+   python3 "$ROOT/loadtest/flood_bad_tokens.py" "$PROXY_PORT" "$half" $(( total - half )) "$ISS" "$AUD" > "$WORK/flood-1.txt"
+   wait $FLOOD0
+   t1=$(date +%s.%N); refused=$(( $(cat "$WORK/flood-0.txt") + $(cat "$WORK/flood-1.txt") ))
+   sleep 1; full=$(proxy_rss_kib); held=$(entries)
+   sleep "${EXPIRE_WAIT:-15}"; expired=$(proxy_rss_kib); left=$(entries)
+   python3 -c "import sys; i,f,e=(float(x)/1024 for x in sys.argv[1:4]); r,t=int(sys.argv[4]),int(sys.argv[5]); s=float(sys.argv[10])-float(sys.argv[6]); print(f'n: {r} of {t} distinct bad tokens refused with 401 in {s:.1f} s ({r/s:.0f} req/s); RSS idle {i:.1f} MiB, after the flood {f:.1f} MiB ({sys.argv[7]} cache entries), {sys.argv[9]} s later {e:.1f} MiB ({sys.argv[8]} entries)')" \
+     "$idle" "$full" "$expired" "$refused" "$total" "$t0" "$held" "$left" "${EXPIRE_WAIT:-15}" "$t1"
+   if [ "$refused" != "$total" ]; then echo "n: only $refused of $total bad tokens got a 401" >&2; exit 1; fi ;;
 *) echo "unknown scenario $s" >&2; exit 64 ;;
 esac; done

@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
-use crate::listener::{self, ConnSettings};
+use crate::listener::{self, ConnSettings, OpenConnections};
 use crate::metrics::RequestMetrics;
 use crate::pipeline::Worker;
 use crate::reload::{Refreshers, Reloader};
@@ -47,10 +47,9 @@ pub struct Running {
     pub shared: Arc<Shared>,
     reloader: Arc<Reloader>,
     shutdown_tx: watch::Sender<bool>,
-    workers: Vec<JoinHandle<()>>,
+    /// Each returns the number of its connections still open when its drain ended.
+    workers: Vec<JoinHandle<usize>>,
     control: Option<JoinHandle<()>>,
-    conn_limit: Arc<Semaphore>,
-    max_connections: usize,
 }
 
 fn read_token_file(path: &PathBuf) -> Result<HeaderValue, StartError> {
@@ -184,16 +183,19 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                         Ok(l) => l,
                         Err(e) => {
                             tracing::error!(error = %e, "listener setup failed");
-                            return;
+                            return 0;
                         }
                     };
-                    listener::serve(slot, listener, settings, limit.clone(), shutdown).await;
+                    let open = OpenConnections::default();
+                    listener::serve(slot, listener, settings, limit, open.clone(), shutdown).await;
                     // Keep the runtime alive while connections drain, bounded by the grace.
                     let deadline = Instant::now() + grace;
-                    while limit.available_permits() < max_connections && Instant::now() < deadline {
+                    while open.count() > 0 && Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                });
+                    // Counted here: the connections still open end with this runtime.
+                    open.count()
+                })
             })
             .map_err(StartError::Thread)?;
         workers.push(handle);
@@ -206,8 +208,6 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         shutdown_tx,
         workers,
         control: Some(control),
-        conn_limit,
-        max_connections,
     })
 }
 
@@ -230,25 +230,18 @@ impl Running {
 
     /// Stop accepting, let in-flight requests finish for up to `server.shutdown_grace`, stop
     /// the background tasks. Returns the number of connections still open when the grace
-    /// period ended (0 = clean drain).
+    /// period ended, which were cut (0 = clean drain).
     pub fn shutdown(mut self) -> usize {
         self.shared.shutting_down.store(true, Ordering::Release);
         let grace = self.shared.runtime.load().config.server.shutdown_grace;
         let started = Instant::now();
         let _ = self.shutdown_tx.send(true);
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-        let open = self.max_connections
-            - self
-                .conn_limit
-                .available_permits()
-                .min(self.max_connections);
-        if open > 0 {
+        let cut: usize = self.workers.drain(..).map(|w| w.join().unwrap_or(0)).sum();
+        if cut > 0 {
             tracing::warn!(
-                open,
+                cut,
                 ?grace,
-                "shutdown grace elapsed with connections still open; closing them"
+                "shutdown grace elapsed with connections still open; closed them"
             );
         } else {
             tracing::info!(elapsed = ?started.elapsed(), "drained");
@@ -257,7 +250,7 @@ impl Running {
         if let Some(c) = self.control.take() {
             let _ = c.join();
         }
-        open
+        cut
     }
 }
 

@@ -8,7 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -117,13 +117,38 @@ impl ConnSettings {
     }
 }
 
+/// The connections one worker is serving, so that its drain can tell how many it had to cut.
+#[derive(Clone, Default)]
+pub struct OpenConnections(Arc<AtomicUsize>);
+
+impl OpenConnections {
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn hold(&self) -> OpenConnection {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        OpenConnection(self.0.clone())
+    }
+}
+
+/// One connection counted in [`OpenConnections`] until it is dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Accept until `shutdown` turns true. Connections then get a graceful shutdown signal; the
-/// caller waits for them to drain (each holds a permit of `limit`).
+/// caller waits for them to drain (each holds a permit of `limit`, and is counted in `open`).
 pub async fn serve(
     worker: Arc<ArcSwap<Worker>>,
     listener: TcpListener,
     settings: Arc<ConnSettings>,
     limit: Arc<Semaphore>,
+    open: OpenConnections,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -157,8 +182,10 @@ pub async fn serve(
         let worker = worker.clone();
         let settings = settings.clone();
         let shutdown = shutdown.clone();
+        let counted = open.hold();
         tokio::spawn(async move {
             serve_connection(worker, stream, remote, settings, shutdown).await;
+            drop(counted);
             drop(permit);
         });
     }

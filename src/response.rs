@@ -13,13 +13,13 @@ use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use serde_json::json;
 
+use crate::upstream::UpstreamBody;
 use crate::verify::Reject;
 
 /// Response body: the upstream's streamed body, or a small one of our own.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<UpstreamBody, Full<Bytes>>;
 
 /// The challenge of a request that carries no bearer token.
 pub const REALM: &str = "Bearer realm=\"tokenreview-proxy\"";

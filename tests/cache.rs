@@ -510,3 +510,67 @@ async fn max_entries_bounds_the_cache() {
         "the gauge must reflect a filled cache, got {entries}"
     );
 }
+
+/// Rejections have a bound of their own: a flood of distinct bad tokens, many more than
+/// `max_negative_entries`, neither evicts an accepted result nor keeps a new one out, and the
+/// entries stay within the accepted results plus `max_negative_entries`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_tokens_stays_within_max_negative_entries_and_spares_valid_results() {
+    const BAD: usize = 600;
+    const MAX_NEGATIVE: f64 = 50.0;
+    let _guard = LOCK.lock().await;
+    let issuer = "cache-negative-bound";
+    let h = Harness::start_with(Opts {
+        cache_extra: "max_entries = 1000\nmax_negative_entries = 50\nnegative_ttl = \"60s\"".into(),
+        ..opts(issuer)
+    })
+    .await;
+    let valid = h.token();
+    let r = h.get_with_token("/before", &valid, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v0 = verifications(&h, issuer).await;
+
+    // Distinct malformed tokens: each one verified once and remembered as a rejection.
+    let miss0 = h.metric(CACHE_MISS).await;
+    for i in 0..BAD {
+        let r = h
+            .get_with_token("/flood", &format!("bad-token-{i}"), &[])
+            .await;
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    assert_eq!(h.metric(CACHE_MISS).await - miss0, BAD as f64);
+    let neg0 = h.metric(CACHE_NEGATIVE_HIT).await;
+    let latest = format!("bad-token-{}", BAD - 1);
+    assert_eq!(h.get_with_token("/flood", &latest, &[]).await.status, 401);
+    assert_eq!(
+        h.metric(CACHE_NEGATIVE_HIT).await - neg0,
+        1.0,
+        "the latest rejection is remembered"
+    );
+
+    // The token cached before the flood is still a hit: not verified again.
+    let hits = h.metric(CACHE_HIT).await;
+    let r = h.get_with_token("/after", &valid, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(h.metric(CACHE_HIT).await - hits, 1.0);
+    assert_eq!(verifications(&h, issuer).await - v0, 0.0);
+
+    // A token first seen after the flood is cached as well.
+    let fresh = h.token();
+    let hits = h.metric(CACHE_HIT).await;
+    for _ in 0..2 {
+        let r = h.get_with_token("/fresh", &fresh, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(h.metric(CACHE_HIT).await - hits, 1.0);
+    assert_eq!(verifications(&h, issuer).await - v0, 1.0);
+
+    // /metrics runs the caches' pending maintenance and refreshes the gauge.
+    let _ = h.metrics().await;
+    let entries = h.metric(CACHE_ENTRIES).await;
+    assert!(
+        entries <= 2.0 + MAX_NEGATIVE,
+        "{entries} entries: 2 accepted and at most {MAX_NEGATIVE} rejections expected"
+    );
+    assert!(entries >= 2.0, "the accepted entries count too: {entries}");
+}

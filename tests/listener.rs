@@ -375,6 +375,52 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_stops_listening() {
     );
 }
 
+/// A request still waiting on the upstream when `shutdown_grace` runs out is cut, and
+/// `shutdown` says so: the count of connections still open then, read before the workers'
+/// runtimes (and with them those connections) end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_the_connections_its_grace_cut() {
+    let keys = vec![tokenreview_proxy::dev::TestKey::generate("RS256", "k1").unwrap()];
+    let issuer =
+        tokenreview_proxy::dev::MockIssuer::start(keys.iter().map(|k| k.public_jwk()).collect())
+            .await
+            .unwrap();
+    let upstream = tokenreview_proxy::dev::EchoUpstream::start().await.unwrap();
+    let text = config_text(&Opts::default(), &issuer.issuer_url(), &upstream.url())
+        .replace("shutdown_grace = \"2s\"", "shutdown_grace = \"300ms\"");
+    assert!(text.contains("300ms"));
+    let mut h = Harness::start_from_text(text, issuer, upstream, keys, true).await;
+    let mut held = TcpStream::connect(h.addr).await.unwrap();
+    let req = format!(
+        "GET /slow/5000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        h.token()
+    );
+    held.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let running = h.proxy.take().unwrap();
+    let started = Instant::now();
+    let cut = tokio::task::spawn_blocking(move || running.shutdown())
+        .await
+        .unwrap();
+    assert!(cut >= 1, "shutdown reported {cut} connections cut");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the grace bounds the drain: {:?}",
+        started.elapsed()
+    );
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(2), held.read(&mut buf))
+        .await
+        .expect("the held connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no answer: {}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        captured_logs().contains("shutdown grace elapsed"),
+        "the cut is logged as a warning"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_outlives_header_read_timeout() {
     // The header timeout bounds the wait for a request head once it has started; an idle

@@ -1,6 +1,7 @@
 //! Upstream connections: each keep-alive HTTP/1 client gets an upstream connection of its own
 //! (no pool between them), which is reused across its requests, never shared with another
-//! client, and replaced (not waited on) after a timed-out request. All over real sockets, with
+//! client, and replaced (not waited on) after a timed-out request; HTTP/2 clients' requests
+//! share at most `upstream.max_connections` per worker. All over real sockets, with
 //! an upstream that tells which of its connections carried each request.
 
 mod common;
@@ -22,7 +23,7 @@ use tokio::net::TcpListener;
 
 /// An HTTP/1.1 upstream that numbers its connections and answers every request with
 /// `x-upstream-conn: <number>` and `x-seen-user: <the X-Remote-User it received>`.
-/// `/slow` answers after 3 s.
+/// `/slow` answers after 3 s, `/pause` after 150 ms.
 struct CountingUpstream {
     url: String,
     accepted: Arc<AtomicUsize>,
@@ -39,8 +40,10 @@ impl CountingUpstream {
                 let conn_no = counter.fetch_add(1, Ordering::SeqCst) + 1;
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| async move {
-                        if req.uri().path() == "/slow" {
-                            tokio::time::sleep(Duration::from_secs(3)).await;
+                        match req.uri().path() {
+                            "/slow" => tokio::time::sleep(Duration::from_secs(3)).await,
+                            "/pause" => tokio::time::sleep(Duration::from_millis(150)).await,
+                            _ => {}
                         }
                         let user = req
                             .headers()
@@ -192,4 +195,77 @@ async fn http2_clients_share_the_pool_and_still_get_their_own_identity() {
             Some(format!("system:serviceaccount:default:{name}").as_str())
         );
     }
+}
+
+/// Many concurrent streams from HTTP/2 clients to a slow path: the upstream sees at most
+/// `max_connections` per worker, reused from one request to the next, and every request still
+/// gets its answer (the ones beyond the bound wait for a connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_use_at_most_max_connections_per_worker() {
+    const MAX: usize = 2;
+    const WORKERS: usize = 2; // the harness's `server.workers`
+    const STREAMS: usize = 24;
+    let upstream = CountingUpstream::start().await;
+    let h = start_with_upstream_url(
+        Opts {
+            upstream_extra: format!("max_connections = {MAX}"),
+            ..Opts::default()
+        },
+        &upstream.url,
+    )
+    .await;
+    let token = h.token();
+    // Two HTTP/2 connections (h2c, prior knowledge): each lands on one worker.
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(h.addr)
+            .await
+            .expect("connect");
+        let (tx, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tcp),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        clients.push(tx);
+    }
+    for round in 0..2 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..STREAMS {
+            let mut tx = clients[i % clients.len()].clone();
+            let auth = format!("Bearer {token}");
+            tasks.spawn(async move {
+                let req = Request::get("http://proxy.test/pause")
+                    .header("authorization", auth)
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                tx.ready().await.expect("h2 connection open");
+                let resp = tx.send_request(req).await.expect("h2 request");
+                let status = resp.status();
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                (status, body)
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            let (status, body) = done.expect("stream task");
+            assert_eq!(
+                status,
+                200,
+                "round {round}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            assert_eq!(&body[..], b"ok");
+        }
+        assert!(
+            upstream.connections() <= MAX * WORKERS,
+            "round {round}: {} upstream connections for {STREAMS} concurrent streams, bound {}",
+            upstream.connections(),
+            MAX * WORKERS
+        );
+    }
+    assert!(upstream.connections() >= 1);
 }

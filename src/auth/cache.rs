@@ -3,8 +3,10 @@
 //! Keys are a keyed BLAKE3 MAC (random per-process key) of the audience set and the token, so
 //! the cache never holds a token and its keys cannot be probed offline. (HMAC-SHA-256 was the
 //! first candidate; without SHA extensions on our CPUs it costs several times more per hit —
-//! see `benches/hot_path.rs` and BENCHMARKS.md.) Values are the whole verification outcome:
-//! accepted results with their pre-built identity headers, or rejections (negative entries).
+//! see `benches/hot_path.rs` and BENCHMARKS.md.) Accepted results, with their pre-built
+//! identity headers, live in a moka cache bounded by `cache.max_entries`; rejections (negative
+//! entries) in a compact cache of their own, bounded by `cache.max_negative_entries`
+//! (`negative.rs`), so bad tokens never take an accepted result's place.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +15,8 @@ use metrics::{counter, Counter};
 use moka::future::Cache;
 use moka::Expiry;
 
-use super::verified::{Outcome, Verified};
+use super::negative::NegativeCache;
+use super::verified::{Outcome, Rejection, Verified};
 use crate::metrics as m;
 use crate::verify::now_unix;
 
@@ -95,24 +98,19 @@ impl Keyer {
     }
 }
 
-/// Entry lifetime: accepted results live until min(max_ttl, exp − now); rejections live
-/// `negative_ttl`.
-struct OutcomeExpiry {
+/// Entry lifetime of an accepted result: until min(max_ttl, exp − now).
+struct AcceptedExpiry {
     max_ttl: Duration,
-    negative_ttl: Duration,
 }
 
-impl Expiry<CacheKey, Outcome> for OutcomeExpiry {
+impl Expiry<CacheKey, Arc<Verified>> for AcceptedExpiry {
     fn expire_after_create(
         &self,
         _key: &CacheKey,
-        value: &Outcome,
+        value: &Arc<Verified>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(match value {
-            Outcome::Accepted(v) => ttl_for(v, self.max_ttl),
-            Outcome::Rejected(_) => self.negative_ttl,
-        })
+        Some(ttl_for(value, self.max_ttl))
     }
 }
 
@@ -126,25 +124,36 @@ fn ttl_for(v: &Verified, max_ttl: Duration) -> Duration {
     }
 }
 
-/// The cache, its key, and its lookup counters.
+/// The caches, their key, and their lookup counters.
 pub struct VerifyCache {
-    entries: Cache<CacheKey, Outcome, KeyHasherBuilder>,
+    entries: Cache<CacheKey, Arc<Verified>, KeyHasherBuilder>,
+    rejected: NegativeCache<CacheKey, Rejection, KeyHasherBuilder>,
     keyer: Keyer,
     hit: Counter,
     miss: Counter,
     negative_hit: Counter,
 }
 
+/// Why a verification left no accepted entry: a rejection (now a negative entry), or an
+/// outcome that must not be cached at all.
+enum Miss<E> {
+    Rejected(Rejection),
+    Uncached(E),
+}
+
 impl VerifyCache {
-    pub fn new(max_entries: u64, max_ttl: Duration, negative_ttl: Duration) -> VerifyCache {
+    pub fn new(
+        max_entries: u64,
+        max_negative_entries: u64,
+        max_ttl: Duration,
+        negative_ttl: Duration,
+    ) -> VerifyCache {
         VerifyCache {
             entries: Cache::builder()
                 .max_capacity(max_entries)
-                .expire_after(OutcomeExpiry {
-                    max_ttl,
-                    negative_ttl,
-                })
+                .expire_after(AcceptedExpiry { max_ttl })
                 .build_with_hasher(KeyHasherBuilder::default()),
+            rejected: NegativeCache::new(max_negative_entries, negative_ttl),
             keyer: Keyer::random(),
             hit: counter!(m::VERIFY_CACHE_TOTAL, "result" => "hit"),
             miss: counter!(m::VERIFY_CACHE_TOTAL, "result" => "miss"),
@@ -156,31 +165,57 @@ impl VerifyCache {
         self.keyer.key(token, audiences)
     }
 
+    /// The accepted result for `key`, else its rejection if one is remembered.
     pub async fn get(&self, key: &CacheKey) -> Option<Outcome> {
-        self.entries.get(key).await
+        if let Some(v) = self.entries.get(key).await {
+            return Some(Outcome::Accepted(v));
+        }
+        self.rejected.get(key).map(Outcome::Rejected)
     }
 
+    /// Forget an accepted result (rejections only expire).
     pub async fn invalidate(&self, key: &CacheKey) {
         self.entries.invalidate(key).await
     }
 
-    /// The cached outcome, or `init`'s, computed once for concurrent callers of one key.
-    /// `init`'s `Err` (an outcome that must not be cached) goes to every waiting caller.
-    pub async fn get_or_verify<E: Send + Sync + 'static>(
+    /// The cached outcome, or `init`'s, computed once for concurrent callers of one key:
+    /// accepted results go to the accepted cache, rejections to the negative one. `init`'s
+    /// `Err` (an outcome that must not be cached) goes to every waiting caller.
+    pub async fn get_or_verify<E: Clone + Send + Sync + 'static>(
         &self,
         key: CacheKey,
         init: impl std::future::Future<Output = Result<Outcome, E>>,
-    ) -> Result<Outcome, Arc<E>> {
-        self.entries.try_get_with(key, init).await
+    ) -> Result<Outcome, E> {
+        let accepted = self
+            .entries
+            .try_get_with(key, async {
+                match init.await {
+                    Ok(Outcome::Accepted(v)) => Ok(v),
+                    Ok(Outcome::Rejected(r)) => {
+                        self.rejected.insert(key, r.clone());
+                        Err(Miss::Rejected(r))
+                    }
+                    Err(e) => Err(Miss::Uncached(e)),
+                }
+            })
+            .await;
+        match accepted {
+            Ok(v) => Ok(Outcome::Accepted(v)),
+            Err(miss) => match &*miss {
+                Miss::Rejected(r) => Ok(Outcome::Rejected(r.clone())),
+                Miss::Uncached(e) => Err(e.clone()),
+            },
+        }
     }
 
-    /// Entries held (approximate, as moka reports it).
+    /// Entries held, accepted (approximate, as moka reports it) and rejected.
     pub fn entry_count(&self) -> u64 {
-        self.entries.entry_count()
+        self.entries.entry_count() + self.rejected.count() as u64
     }
 
     pub async fn run_pending_tasks(&self) {
-        self.entries.run_pending_tasks().await
+        self.entries.run_pending_tasks().await;
+        self.rejected.purge_expired();
     }
 
     /// Count a lookup answered by an accepted entry (the cache or a connection's memo).

@@ -5,8 +5,8 @@
 //! verification (one unknown-`kid` refetch allowed) → identity + headers → cached.
 //!
 //! Rooms: `issuers` (the configured issuers by `iss`, with their metrics), `verified` (what a
-//! result holds), `cache` (the shared verification cache), `memo` (a connection's last
-//! token), `intern` (one principal per caller).
+//! result holds), `cache` (the shared verification cache), `negative` (its bounded store of
+//! rejections), `memo` (a connection's last token), `intern` (one principal per caller).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,7 @@ mod cache;
 mod intern;
 mod issuers;
 mod memo;
+mod negative;
 mod verified;
 
 use cache::VerifyCache;
@@ -108,7 +109,12 @@ impl Authenticator {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (cache, principals) = carried.unwrap_or_else(|| {
             let c = &config.cache;
-            let cache = VerifyCache::new(c.max_entries, c.max_ttl, c.negative_ttl);
+            let cache = VerifyCache::new(
+                c.max_entries,
+                c.max_negative_entries,
+                c.max_ttl,
+                c.negative_ttl,
+            );
             (Arc::new(cache), Arc::default())
         });
         Authenticator {
@@ -185,9 +191,9 @@ impl Authenticator {
             }
             Ok(Outcome::Rejected(r)) => Err(self.reject(r.reason, r.issuer.as_ref())),
             // Never cached: "no keys" and "unknown kid" may change any moment.
-            Err(e) => Err(match &*e {
+            Err(e) => Err(match e {
                 AuthError::Rejected(r) => self.reject(r.reason, r.issuer.as_ref()),
-                unavailable => unavailable.clone(),
+                unavailable => unavailable,
             }),
         }
     }

@@ -19,11 +19,12 @@ pub use types::{
     AdminConfig, CacheConfig, ClaimMappings, ClaimsMode, Config, ConfigError, IdentityMode,
     IssuerConfig, KeySource, LogConfig, LogFormat, ServerConfig, TlsFiles, TokenReviewConfig,
     UpstreamConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ALGORITHMS, DEFAULT_CACHE_MAX_ENTRIES,
-    DEFAULT_CACHE_MAX_TTL, DEFAULT_CLOCK_SKEW, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE,
+    DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES, DEFAULT_CACHE_MAX_TTL, DEFAULT_CLOCK_SKEW,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE,
     DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_NEGATIVE_TTL, DEFAULT_REFRESH_INTERVAL,
-    DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM_TIMEOUT,
+    DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM_MAX_CONNECTIONS,
+    DEFAULT_UPSTREAM_TIMEOUT,
 };
 pub use validate::parse_duration;
 
@@ -96,11 +97,12 @@ impl Config {
             Some(u) => {
                 let _ = writeln!(
                     s,
-                    "upstream: {} identity_headers={} forward_token={} timeout={}",
+                    "upstream: {} identity_headers={} forward_token={} timeout={} max_connections={}",
                     u.url,
                     u.identity_headers.as_str(),
                     u.forward_token,
-                    checks::written(u.timeout)
+                    checks::written(u.timeout),
+                    u.max_connections
                 );
             }
             None => {
@@ -109,10 +111,11 @@ impl Config {
         }
         let _ = writeln!(
             s,
-            "cache: max_entries {}, max_ttl {}, negative_ttl {}",
+            "cache: max_entries {}, max_ttl {}, negative_ttl {}, max_negative_entries {}",
             self.cache.max_entries,
             checks::written(self.cache.max_ttl),
-            checks::written(self.cache.negative_ttl)
+            checks::written(self.cache.negative_ttl),
+            self.cache.max_negative_entries
         );
         let _ = writeln!(
             s,

@@ -64,6 +64,7 @@ pub(super) struct RawUpstream {
     pub(super) forward_token: Option<bool>,
     pub(super) connect_timeout: Option<String>,
     pub(super) timeout: Option<String>,
+    pub(super) max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +73,7 @@ pub(super) struct RawCache {
     pub(super) max_entries: Option<u64>,
     pub(super) max_ttl: Option<String>,
     pub(super) negative_ttl: Option<String>,
+    pub(super) max_negative_entries: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -16,9 +16,12 @@ pub const DEFAULT_REQUEST_BODY_TIMEOUT: &str = "30s";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
 pub const DEFAULT_UPSTREAM_TIMEOUT: &str = "60s";
+/// Per worker thread: upstream connections for HTTP/2 clients' requests.
+pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 16;
 pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_CACHE_MAX_TTL: &str = "10m";
 pub const DEFAULT_NEGATIVE_TTL: &str = "10s";
+pub const DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES: u64 = 100_000;
 pub const DEFAULT_REFRESH_INTERVAL: &str = "5m";
 pub const DEFAULT_MIN_REFETCH_INTERVAL: &str = "10s";
 pub const DEFAULT_MAX_STALE: &str = "24h";
@@ -118,6 +121,9 @@ pub struct UpstreamConfig {
     pub forward_token: bool,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// Per worker thread: the most upstream connections HTTP/2 clients' requests use at once;
+    /// more requests wait for one to free up.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +131,8 @@ pub struct CacheConfig {
     pub max_entries: u64,
     pub max_ttl: Duration,
     pub negative_ttl: Duration,
+    /// Bound on cached rejections, apart from `max_entries`.
+    pub max_negative_entries: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -244,6 +244,12 @@ fn upstream(u: &RawUpstream, f: File) -> Result<UpstreamConfig, ConfigError> {
             ))
         }
     };
+    let max_connections = u
+        .max_connections
+        .unwrap_or(DEFAULT_UPSTREAM_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(f.err("upstream.max_connections", "must be at least 1".into()));
+    }
     Ok(UpstreamConfig {
         url,
         ca_file: u.ca_file.clone(),
@@ -257,6 +263,7 @@ fn upstream(u: &RawUpstream, f: File) -> Result<UpstreamConfig, ConfigError> {
             DEFAULT_CONNECT_TIMEOUT,
         )?,
         timeout: f.dur("upstream.timeout", &u.timeout, DEFAULT_UPSTREAM_TIMEOUT)?,
+        max_connections,
     })
 }
 
@@ -265,6 +272,9 @@ fn cache(c: &RawCache, f: File) -> Result<CacheConfig, ConfigError> {
         max_entries: c.max_entries.unwrap_or(DEFAULT_CACHE_MAX_ENTRIES),
         max_ttl: f.dur("cache.max_ttl", &c.max_ttl, DEFAULT_CACHE_MAX_TTL)?,
         negative_ttl: f.dur("cache.negative_ttl", &c.negative_ttl, DEFAULT_NEGATIVE_TTL)?,
+        max_negative_entries: c
+            .max_negative_entries
+            .unwrap_or(DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES),
     })
 }
 

@@ -4,8 +4,9 @@
 //!
 //! HTTP/1 clients send one request at a time, so each downstream HTTP/1 connection gets an
 //! upstream connection of its own ([`UpstreamSlot`]): no pool lock, no pool lookup. HTTP/2
-//! clients multiplex and go through the worker's own pool. Settings are built once from the
-//! config ([`UpstreamSettings`]); each worker thread makes its client from them.
+//! clients multiplex and go through the worker's own pool, bounded by
+//! `upstream.max_connections` (`pool.rs`). Settings are built once from the config
+//! ([`UpstreamSettings`]); each worker thread makes its client from them.
 
 use std::future::{ready, Future};
 use std::sync::Arc;
@@ -20,8 +21,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use crate::cold::out_of_line;
@@ -32,10 +31,13 @@ use crate::tls;
 
 mod deadline;
 mod headers;
+mod pool;
 
 pub use deadline::{DeadlineWatch, UpstreamDeadline};
 use headers::append_grouped;
 pub use headers::strip_hop_by_hop;
+use pool::Pool;
+pub use pool::UpstreamBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -48,14 +50,13 @@ pub enum UpstreamError {
 }
 
 type Connector = HttpsConnector<HttpConnector>;
-type UpstreamClient = Client<Connector, RequestBody>;
 type Sender = http1::SendRequest<RequestBody>;
 
 /// The upstream's response head as the client gets it (hop-by-hop headers gone), or why there
 /// is none (`None`: the upstream timeout passed).
-fn response_head(
-    sent: Option<Result<Response<Incoming>, UpstreamError>>,
-) -> Result<Response<Incoming>, UpstreamError> {
+fn response_head<B>(
+    sent: Option<Result<Response<B>, UpstreamError>>,
+) -> Result<Response<B>, UpstreamError> {
     let mut resp = sent.ok_or(UpstreamError::Timeout)??;
     strip_hop_by_hop(resp.headers_mut());
     Ok(resp)
@@ -116,6 +117,7 @@ pub struct UpstreamSettings {
     mode: IdentityMode,
     forward_token: bool,
     timeout: Duration,
+    max_connections: usize,
     proxy_token: Arc<ArcSwapOption<HeaderValue>>,
 }
 
@@ -148,6 +150,7 @@ impl UpstreamSettings {
             mode: cfg.identity_headers,
             forward_token: cfg.forward_token,
             timeout: cfg.timeout,
+            max_connections: cfg.max_connections,
             proxy_token,
         })
     }
@@ -160,10 +163,10 @@ impl UpstreamSettings {
 
 /// The upstream of one worker thread. Requests from HTTP/1 clients go over their downstream
 /// connection's own upstream connection ([`UpstreamSlot`]); requests from HTTP/2 clients, which
-/// multiplex, go through this worker's own connection pool (no cross-thread locking).
+/// multiplex, go through this worker's own bounded connection pool (no cross-thread locking).
 pub struct Upstream {
     connector: Connector,
-    client: UpstreamClient,
+    pool: Arc<Pool>,
     scheme: Scheme,
     authority: Authority,
     /// The upstream URL's path without trailing slash ("" when none).
@@ -182,8 +185,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 impl Upstream {
-    /// One worker thread's client (its pool spawns connection tasks on the runtime that
-    /// sends).
+    /// One worker thread's client (its connection tasks run on the runtime that sends).
     pub fn new(s: &UpstreamSettings) -> Upstream {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -194,14 +196,9 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(connector.clone());
         Upstream {
             connector,
-            client,
+            pool: Pool::new(s.max_connections),
             scheme: s.scheme.clone(),
             authority: s.authority.clone(),
             base_path: s.base_path.clone(),
@@ -240,14 +237,15 @@ impl Upstream {
         identity_headers: &[(HeaderName, HeaderValue)],
         token_headers: TokenHeaderValues,
         conn: &'a Downstream,
-    ) -> impl Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'a {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
         // HTTP/1 clients send one request at a time: they get their own upstream connection.
         let dedicated = req.version() <= Version::HTTP_11;
-        let req = match self.rewrite(req, identity_headers, token_headers, conn, dedicated) {
+        let req = match self.rewrite(req, identity_headers, token_headers, conn) {
             Ok(req) => req,
             Err(e) => return Either::Right(out_of_line(ready(Err(e)))),
         };
         if !dedicated {
+            // The wait for a free pooled connection counts towards the upstream timeout.
             return Either::Right(out_of_line(async move {
                 let sent = tokio::time::timeout(self.timeout, self.send_pooled(req)).await;
                 response_head(sent.ok())
@@ -270,27 +268,31 @@ impl Upstream {
                         }
                     },
                 });
-                Either::Left(conn.deadline.within(response).map(response_head))
+                Either::Left(
+                    conn.deadline
+                        .within(response)
+                        .map(|sent| response_head(sent).map(|r| r.map(UpstreamBody::new))),
+                )
             }
             // No connection yet, or one still busy after a timed-out request, or closed by
             // the upstream: dropping it closes it, and a new one is opened.
             _ => Either::Right(out_of_line(async move {
-                response_head(conn.deadline.within(self.send_fresh(req, slot)).await)
+                let sent = conn.deadline.within(self.send_fresh(req, slot)).await;
+                response_head(sent).map(|r| r.map(UpstreamBody::new))
             })),
         }
     }
 
     /// The request as the upstream gets it: hop-by-hop headers gone, the token kept or dropped
     /// per mode, `Host` and `X-Forwarded-*` set, identity headers appended, the path prefixed
-    /// with the upstream URL's. `origin_form` gives "/path?query" (for a connection already
-    /// open to the upstream); otherwise the absolute URI the pool routes by.
+    /// with the upstream URL's, in origin form ("/path?query": every connection it is sent on
+    /// is already open to the upstream).
     fn rewrite(
         &self,
         req: Request<RequestBody>,
         identity_headers: &[(HeaderName, HeaderValue)],
         token_headers: TokenHeaderValues,
         conn: &Downstream,
-        origin_form: bool,
     ) -> Result<Request<RequestBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
         let original_host = parts.headers.get(HOST).cloned().or_else(|| {
@@ -335,11 +337,7 @@ impl Upstream {
             PathAndQuery::try_from(format!("{}{}", self.base_path, pq))
                 .map_err(|_| UpstreamError::Failed)?
         };
-        parts.uri = if origin_form {
-            Uri::from(path)
-        } else {
-            self.absolute(path)?
-        };
+        parts.uri = Uri::from(path);
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
     }
@@ -352,18 +350,31 @@ impl Upstream {
         Uri::from_parts(uri).map_err(|_| UpstreamError::Failed)
     }
 
+    /// Send an HTTP/2 client's request over a connection of the worker's pool, waiting for one
+    /// while `upstream.max_connections` are busy. The response body holds the connection until
+    /// it ends.
     async fn send_pooled(
         &self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        self.client.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                UpstreamError::Unreachable
-            } else {
-                tracing::debug!(error = %e, "upstream request failed");
-                UpstreamError::Failed
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let lease = self.pool.lease().await;
+        loop {
+            let (mut sender, reused) = match lease.idle_connection().await {
+                Some(s) => (s, true),
+                None => (self.ready_connection().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp.map(|body| lease.body(body, sender))),
+                Err(mut e) => match e.take_message() {
+                    // Handed back unsent: the upstream closed this idle connection just now.
+                    Some(unsent) if reused => req = unsent,
+                    _ => {
+                        tracing::debug!(error = %e.error(), "upstream request failed");
+                        return Err(UpstreamError::Failed);
+                    }
+                },
             }
-        })
+        }
     }
 
     /// Open a new upstream connection for this downstream connection and send on it.
@@ -372,17 +383,23 @@ impl Upstream {
         req: Request<RequestBody>,
         slot: &UpstreamSlot,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = self.connect().await?;
-        sender.ready().await.map_err(|e| {
-            tracing::debug!(error = %e, "upstream connection closed before the request");
-            UpstreamError::Failed
-        })?;
+        let mut sender = self.ready_connection().await?;
         let response = sender.try_send_request(req);
         slot.put(sender);
         response.await.map_err(|e| {
             tracing::debug!(error = %e.error(), "upstream request failed");
             UpstreamError::Failed
         })
+    }
+
+    /// A new upstream connection, ready for a request.
+    async fn ready_connection(&self) -> Result<Sender, UpstreamError> {
+        let mut sender = self.connect().await?;
+        sender.ready().await.map_err(|e| {
+            tracing::debug!(error = %e, "upstream connection closed before the request");
+            UpstreamError::Failed
+        })?;
+        Ok(sender)
     }
 
     async fn connect(&self) -> Result<Sender, UpstreamError> {
