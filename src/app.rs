@@ -223,6 +223,12 @@ impl Running {
     }
 
     /// Begin shutdown without waiting (tests; a second caller of `shutdown` still drains).
+    /// Turn `/readyz` to 503 and keep serving: load balancers and endpoint controllers stop
+    /// sending while the listeners still accept (`server.shutdown_delay`).
+    pub fn mark_not_ready(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+    }
+
     pub fn signal_shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Release);
         let _ = self.shutdown_tx.send(true);

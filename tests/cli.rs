@@ -684,3 +684,56 @@ algorithms = ["ES256"]
     assert_eq!(warned["level"], "WARN");
     assert_eq!(warned["upstream"], "127.0.0.1:1");
 }
+
+/// SIGTERM: `/readyz` turns 503 at once while the listener keeps serving for
+/// `shutdown_delay`; then the process drains and exits 0.
+#[test]
+fn sigterm_keeps_serving_for_shutdown_delay_with_readyz_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, jwks) = keygen_es256(dir.path(), "k9");
+    let cfg = write_config(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_delay = "3s"
+[admin]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[log]
+format = "json"
+[[issuers]]
+name = "file"
+issuer = "https://iss.example"
+jwks_file = "{}"
+audiences = ["svc"]
+algorithms = ["ES256"]
+"#,
+        jwks.display()
+    ));
+    let (mut child, _stderr, log) = start_run(&cfg);
+    let started: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let addr = started["listen"].as_str().unwrap().to_string();
+    let admin = started["admin"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while http_status(&admin, "/readyz", "-") != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let stopped = std::time::Instant::now();
+    sigterm(&child);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        http_status(&admin, "/readyz", "-"),
+        503,
+        "not ready at once"
+    );
+    // New connections are still accepted and answered (401: no valid token).
+    assert_eq!(http_status(&addr, "/", "not-a-token"), 401);
+    let status = exit_within_10s(&mut child, "SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        stopped.elapsed() >= std::time::Duration::from_secs(3),
+        "waited shutdown_delay"
+    );
+}

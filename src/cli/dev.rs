@@ -59,6 +59,7 @@ pub fn dev(args: &DevArgs) -> ExitCode {
             r#"
 [server]
 listen = "{listen}"
+shutdown_delay = "0s"
 [admin]
 listen = "{admin}"
 [upstream]

@@ -118,6 +118,20 @@ pub fn run(args: &ConfigArg) -> ExitCode {
     ));
     rt.block_on(signals.recv());
     follow.abort();
+    // Not ready at once, still serving for shutdown_delay (a second signal cuts it short),
+    // then the drain.
+    running.mark_not_ready();
+    let delay = running.runtime().config.server.shutdown_delay;
+    tracing::info!(
+        ?delay,
+        "stopping: /readyz is 503; still accepting for shutdown_delay"
+    );
+    rt.block_on(async {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = signals.recv() => {}
+        }
+    });
     tracing::info!("shutting down");
     running.shutdown();
     ExitCode::SUCCESS

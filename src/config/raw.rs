@@ -41,6 +41,7 @@ pub(super) struct RawServer {
     pub(super) header_read_timeout: Option<String>,
     pub(super) idle_timeout: Option<String>,
     pub(super) shutdown_grace: Option<String>,
+    pub(super) shutdown_delay: Option<String>,
     pub(super) max_connections: Option<usize>,
     pub(super) request_body_timeout: Option<String>,
     pub(super) workers: Option<usize>,

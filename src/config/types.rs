@@ -11,6 +11,7 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 16384;
 pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
 pub const DEFAULT_IDLE_TIMEOUT: &str = "90s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "25s";
+pub const DEFAULT_SHUTDOWN_DELAY: &str = "5s";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10000;
 pub const DEFAULT_REQUEST_BODY_TIMEOUT: &str = "30s";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
@@ -85,6 +86,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long to keep accepting (with `/readyz` 503) before the drain.
+    pub shutdown_delay: Duration,
     pub max_connections: usize,
     /// The longest wait for the next bytes of a request body; then 408.
     pub request_body_timeout: Duration,

@@ -167,6 +167,11 @@ fn server(s: &RawServer, f: File) -> Result<ServerConfig, ConfigError> {
             &s.shutdown_grace,
             DEFAULT_SHUTDOWN_GRACE,
         )?,
+        shutdown_delay: f.dur(
+            "server.shutdown_delay",
+            &s.shutdown_delay,
+            DEFAULT_SHUTDOWN_DELAY,
+        )?,
         max_connections,
         request_body_timeout,
         workers,
