@@ -47,6 +47,9 @@ pub struct Running {
     pub shared: Arc<Shared>,
     reloader: Arc<Reloader>,
     shutdown_tx: watch::Sender<bool>,
+    /// Stops the control thread (admin listener, housekeeping) once the workers are done:
+    /// the admin port answers until the end.
+    control_stop: watch::Sender<bool>,
     /// Each returns the number of its connections still open when its drain ended.
     workers: Vec<JoinHandle<usize>>,
     control: Option<JoinHandle<()>>,
@@ -126,6 +129,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         metrics: RequestMetrics::new(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (control_stop, control_rx) = watch::channel(false);
     let conn_limit = Arc::new(Semaphore::new(max_connections));
 
     // Control thread: refreshers, admin, housekeeping.
@@ -140,7 +144,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let reloader = Arc::new(Reloader::new(shared.clone(), slots.clone(), refreshers));
     let control = {
         let shared = shared.clone();
-        let shutdown = shutdown_rx.clone();
+        let shutdown = control_rx;
         let rt = control_rt;
         std::thread::Builder::new()
             .name("trp-control".into())
@@ -206,6 +210,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         shared,
         reloader,
         shutdown_tx,
+        control_stop,
         workers,
         control: Some(control),
     })
@@ -232,6 +237,7 @@ impl Running {
     pub fn signal_shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Release);
         let _ = self.shutdown_tx.send(true);
+        let _ = self.control_stop.send(true);
     }
 
     /// Stop accepting, let in-flight requests finish for up to `server.shutdown_grace`, stop
@@ -253,6 +259,7 @@ impl Running {
             tracing::info!(elapsed = ?started.elapsed(), "drained");
         }
         self.reloader.stop();
+        let _ = self.control_stop.send(true);
         if let Some(c) = self.control.take() {
             let _ = c.join();
         }
