@@ -21,7 +21,8 @@
 #
 # Usage: loadtest/compare.sh          (DURATION=10s CONNS=64 UNIQUE=200000 ROUNDS=3 by default)
 #        BIN=target/pgo/release/tokenreview-proxy NO_BUILD=1 loadtest/compare.sh: race the
-#        profile-guided build (loadtest/pgo.sh) instead of `cargo build --release`'s.
+#        profile-guided build (loadtest/pgo.sh) instead of `cargo build --profile profiling`'s
+#        (the release build with debug info).
 #        RATIOS_OUT=FILE: also write the ratios, unrounded, to FILE as JSON (compare_runs.sh).
 # Needs: oha, haproxy, nginx, wrk, openssl, python3 (lib.sh's need() prints how to install them).
 source "$(dirname "$0")/lib.sh"

@@ -19,7 +19,7 @@ OUT="$WORK/compare-runs"
 # Build once here, not in every run (lib.sh's build(), which cannot be sourced here: sourcing
 # lib.sh takes the lock that each compare.sh run needs).
 if [ -z "${NO_BUILD:-}" ]; then
-  (cd "$ROOT" && cargo build --release --quiet)
+  (cd "$ROOT" && cargo build --profile profiling --quiet)
 fi
 export NO_BUILD=1
 mkdir -p "$OUT"

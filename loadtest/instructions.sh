@@ -6,7 +6,8 @@
 # costs both proxies about the same) and cache misses, so it is a guide, not a replacement for
 # compare.sh.
 #
-# Usage: loadtest/instructions.sh [BIN...]     (default: target/release/tokenreview-proxy)
+# Usage: loadtest/instructions.sh [BIN...]     (default: target/profiling/tokenreview-proxy,
+#        the release build with debug info: `cargo build --profile profiling`)
 #        N=3000 requests after a 500-request warm-up, 16 connections, one thread each.
 #        MISS=1: every request a new token (a cache miss), against HAProxy jwt_verify instead:
 #        N=2000 unique RS256 tokens (after 200 others as warm-up), pipelined over one

@@ -5,7 +5,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${WORK:-$ROOT/target/loadtest}
-BIN=${BIN:-$ROOT/target/release/tokenreview-proxy}
+BIN=${BIN:-$ROOT/target/profiling/tokenreview-proxy}
 ISS=https://issuer.loadtest.local
 AUD=loadtest
 NGINX_PORT=18080
@@ -47,7 +47,7 @@ trap cleanup EXIT
 # NO_BUILD=1: use $BIN as it is (pgo.sh trains an instrumented build through scenarios.sh).
 build() {
   [ -n "${NO_BUILD:-}" ] && return 0
-  (cd "$ROOT" && cargo build --release --quiet)
+  (cd "$ROOT" && cargo build --profile profiling --quiet)
 }
 
 # keys/k1.pem (RS256) + JWKS + HAProxy's PEM public key; one cached token.

@@ -69,6 +69,7 @@ async fn route(
         "/metrics" => {
             let runtime = shared.runtime.load_full();
             runtime.auth.run_cache_maintenance().await;
+            crate::metrics::collect_process_metrics();
             metrics::gauge!(crate::metrics::VERIFY_CACHE_ENTRIES)
                 .set(runtime.auth.cache_entries() as f64);
             respond(

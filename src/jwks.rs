@@ -480,9 +480,14 @@ fn install(issuer: &Issuer, body: &[u8]) -> Result<bool, FetchError> {
     let added: Vec<&String> = new.iter().filter(|k| !old.contains(k)).collect();
     let removed: Vec<&String> = old.iter().filter(|k| !new.contains(k)).collect();
     let count = new_set.len() as f64;
-    // Installed first: the gauge never shows a key set that is not yet in effect.
+    let (old_hash, new_hash) = (current.fingerprint(), new_set.fingerprint());
+    // Installed first: the gauges never show a key set that is not yet in effect.
     issuer.store.install(new_set);
     gauge!(m::JWKS_KEYS, "issuer" => name.clone()).set(count);
+    if !current.is_empty() {
+        gauge!(m::JWKS_KEY_SET_INFO, "issuer" => name.clone(), "hash" => old_hash).set(0.0);
+    }
+    gauge!(m::JWKS_KEY_SET_INFO, "issuer" => name.clone(), "hash" => new_hash).set(1.0);
     tracing::info!(issuer = %name, keys = new.len(), added = ?added, removed = ?removed, "key set changed");
     Ok(true)
 }

@@ -158,6 +158,27 @@ pub struct KeySet {
 }
 
 impl KeySet {
+    /// First 16 hex characters of SHA-256 over the sorted key ids and key material: replicas
+    /// that show different values after a rotation hold different keys.
+    pub fn fingerprint(&self) -> String {
+        let mut parts: Vec<(&str, &[u8; 32])> = self
+            .keys
+            .iter()
+            .map(|k| (k.kid.as_deref().unwrap_or(""), &k.thumbprint))
+            .collect();
+        parts.sort();
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for (kid, thumb) in parts {
+            ctx.update(&(kid.len() as u64).to_le_bytes());
+            ctx.update(kid.as_bytes());
+            ctx.update(thumb);
+        }
+        ctx.finish().as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     pub fn new(keys: Vec<Arc<VerifyingKey>>) -> KeySet {
         let mut by_kid = HashMap::with_capacity(keys.len());
         for (i, k) in keys.iter().enumerate() {

@@ -26,6 +26,8 @@ pub const STALE_TOKENS_TOTAL: &str = "tokenreview_proxy_stale_tokens_total";
 pub const LEGACY_TOKENS_TOTAL: &str = "tokenreview_proxy_legacy_tokens_total";
 pub const TOKENREVIEWS_TOTAL: &str = "tokenreview_proxy_tokenreviews_total";
 pub const UPSTREAM_RESPONSES_TOTAL: &str = "tokenreview_proxy_upstream_responses_total";
+pub const BUILD_INFO: &str = "tokenreview_proxy_build_info";
+pub const JWKS_KEY_SET_INFO: &str = "tokenreview_proxy_jwks_key_set_info";
 pub const CONFIG_RELOADS_TOTAL: &str = "tokenreview_proxy_config_reloads_total";
 pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
     "tokenreview_proxy_config_last_reload_success_timestamp_seconds";
@@ -43,6 +45,17 @@ const BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// The standard `process_*` metrics (CPU, resident memory, open fds), read when collected.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Refresh the `process_*` metrics (before a scrape, and on housekeeping).
+pub fn collect_process_metrics() {
+    process_collector().collect();
+}
+
 /// Install the process-wide Prometheus recorder (once; later calls return the same handle).
 pub fn install() -> PrometheusHandle {
     HANDLE
@@ -56,6 +69,7 @@ pub fn install() -> PrometheusHandle {
             // handle renders nothing, which /metrics shows plainly.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()
@@ -103,6 +117,15 @@ fn describe() {
         UPSTREAM_RESPONSES_TOTAL,
         "Upstream responses by status class"
     );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which build runs"
+    );
+    describe_gauge!(
+        JWKS_KEY_SET_INFO,
+        "1 for each issuer's current key set, labelled with a hash of its key ids and material"
+    );
+    process_collector().describe();
     describe_counter!(CONFIG_RELOADS_TOTAL, "Config reloads by result");
     describe_gauge!(
         CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,

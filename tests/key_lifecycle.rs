@@ -701,3 +701,58 @@ async fn no_store_never_turns_refresh_into_a_busy_loop() {
     let n = h.issuer.jwks_fetches() - before;
     assert!(n <= 3, "{n} JWKS fetches in 1.5 s");
 }
+
+/// The hash of each issuer's current key set: 1 for the set in effect, 0 for the one it
+/// replaced, so replicas that disagree after a rotation show it. Build and process metrics
+/// come with every scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_key_set_hash_the_build_and_the_process() {
+    let old = es256("old");
+    let new = es256("new");
+    let h = Harness::start_with(Opts {
+        issuer_name: Some("keyset-info".into()),
+        issuer_extra: "refresh_interval = \"1h\"".into(),
+        keys: Some(vec![old.clone()]),
+        ..Opts::default()
+    })
+    .await;
+    let info = |text: &str| -> Vec<(String, f64)> {
+        text.lines()
+            .filter(|l| l.starts_with("tokenreview_proxy_jwks_key_set_info{issuer=\"keyset-info\""))
+            .map(|l| {
+                let hash = l
+                    .split("hash=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                let value: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+                (hash.to_string(), value)
+            })
+            .collect()
+    };
+    let first = info(&h.metrics().await);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].0.len(), 16);
+    assert_eq!(first[0].1, 1.0);
+
+    h.issuer.set_keys(jwks_of(&[&old, &new]));
+    assert_eq!(status_of(&h, &token(&h, &new)).await, 200);
+    let after = info(&h.metrics().await);
+    assert_eq!(after.len(), 2, "{after:?}");
+    let current: Vec<_> = after.iter().filter(|(_, v)| *v == 1.0).collect();
+    assert_eq!(current.len(), 1);
+    assert_ne!(current[0].0, first[0].0, "a new set, a new hash");
+
+    let text = h.metrics().await;
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.contains(&format!(
+            "tokenreview_proxy_build_info{{version=\"{version}\"}} 1"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    assert!(text.contains("process_open_fds"), "{text}");
+}
