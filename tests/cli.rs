@@ -536,7 +536,8 @@ fn sighup_and_a_changed_file_reload_the_config() {
 }
 
 /// `inspect --config` lists every check the token fails, each with what was expected, not
-/// only the first: here an audience no issuer accepts and a key id the JWKS lacks.
+/// only the first: here a lifetime over `max_lifetime`, an audience the issuer does not accept
+/// and a key id its JWKS lacks.
 #[test]
 fn inspect_with_a_config_lists_every_failed_check_and_what_was_expected() {
     let dir = tempfile::tempdir().unwrap();
@@ -554,6 +555,8 @@ fn inspect_with_a_config_lists_every_failed_check_and_what_was_expected() {
         "https://iss.example",
         "--audience",
         "elsewhere",
+        "--ttl",
+        "10h",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let token = stdout(&o).trim().to_string();
@@ -569,6 +572,7 @@ issuer = "https://iss.example"
 jwks_file = "{}"
 audiences = ["svc"]
 algorithms = ["ES256"]
+max_lifetime = "1h"
 [[issuers]]
 name = "never-fetched"
 issuer = "https://unreachable.invalid"
@@ -585,8 +589,10 @@ audiences = ["svc"]
     assert!(out.contains("expected one of [\"svc\"]"), "{out}");
     assert!(out.contains("key (unknown_key)"), "{out}");
     assert!(out.contains("[\"k9\"]"), "the key ids available: {out}");
+    assert!(out.contains("validity (lifetime_exceeded)"), "{out}");
+    assert!(out.contains("max_lifetime 1h"), "{out}");
     assert!(
-        out.contains("REJECTED: audience_mismatch, unknown_key"),
+        out.contains("REJECTED: lifetime_exceeded, audience_mismatch, unknown_key"),
         "{out}"
     );
     assert!(!out.contains(&token) && !stderr(&o).contains(&token));

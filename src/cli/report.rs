@@ -195,10 +195,14 @@ pub async fn verify_report(token: &str, config: &Config) -> ExitCode {
         failed: (signature.as_ref().err() == Some(&Reject::UnknownKey)).then(|| {
             (
                 Reject::UnknownKey,
-                format!("kid {:?}; the issuer's key ids: {}", t.kid, quoted(&kids)),
+                format!(
+                    "kid {}; the issuer's key ids: {}",
+                    kid_shown(&t.kid),
+                    quoted(&kids)
+                ),
             )
         }),
-        detail: format!("{:?}", t.kid),
+        detail: kid_shown(&t.kid),
     });
     if let Err(r) = signature {
         if r != Reject::UnknownKey {
@@ -206,6 +210,11 @@ pub async fn verify_report(token: &str, config: &Config) -> ExitCode {
         }
     }
     finish(&auth, token, checks).await
+}
+
+fn kid_shown(kid: &Option<String>) -> String {
+    kid.as_ref()
+        .map_or_else(|| "(none)".to_string(), |k| format!("{k:?}"))
 }
 
 fn fail(name: &'static str, r: Reject, expected: String) -> Check {
