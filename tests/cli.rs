@@ -21,6 +21,9 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `[server]`'s listen line for a free loopback port.
+const LOOPBACK_0: &str = "listen = \"127.0.0.1:0\"";
+
 const VALID: &str = r#"
 [server]
 listen = "127.0.0.1:8080"
@@ -248,23 +251,7 @@ fn keygen_mint_and_inspect_round_trip() {
     assert!(out.contains("bound service-account token"));
 
     // Full verification against a config using the generated JWKS.
-    let cfg = write_config(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[upstream]
-url = "http://127.0.0.1:1"
-[[issuers]]
-name = "file"
-issuer = "https://iss.example"
-jwks_file = "{}"
-audiences = ["svc"]
-algorithms = ["ES256"]
-"#,
-        jwks.display()
-    ));
+    let cfg = file_issuer_config(&jwks, LOOPBACK_0, "", "");
     let o = run(&[
         "inspect",
         &tokens[1],
@@ -334,27 +321,45 @@ fn inspect_reads_stdin_and_rejects_garbage() {
     assert!(stderr(&o).contains("not a compact JWS"));
 }
 
-/// A config for `run`: an ES256 key file issuer, nothing listening upstream.
-fn run_config(dir: &std::path::Path, listen: &str) -> tempfile::NamedTempFile {
-    let (_, jwks) = keygen_es256(dir, "k1");
+/// A config whose one issuer (`file`, `https://iss.example`, audience `svc`, ES256) reads its
+/// keys from `jwks`, with nothing listening upstream. `server` and `issuer` add keys to those
+/// tables; `sections` adds tables between them.
+fn file_issuer_config(
+    jwks: &std::path::Path,
+    server: &str,
+    sections: &str,
+    issuer: &str,
+) -> tempfile::NamedTempFile {
     write_config(&format!(
         r#"
 [server]
-listen = "{listen}"
-shutdown_grace = "5s"
+{server}
 [admin]
 listen = "127.0.0.1:0"
 [upstream]
 url = "http://127.0.0.1:1"
+{sections}
 [[issuers]]
 name = "file"
 issuer = "https://iss.example"
 jwks_file = "{}"
 audiences = ["svc"]
 algorithms = ["ES256"]
+{issuer}
 "#,
         jwks.display()
     ))
+}
+
+/// A config for `run`: an ES256 key file issuer, nothing listening upstream.
+fn run_config(dir: &std::path::Path, listen: &str) -> tempfile::NamedTempFile {
+    let (_, jwks) = keygen_es256(dir, "k1");
+    file_issuer_config(
+        &jwks,
+        &format!("listen = \"{listen}\"\nshutdown_grace = \"5s\""),
+        "",
+        "",
+    )
 }
 
 /// Spawn `run` on `cfg`, its log (stderr) piped.
@@ -560,27 +565,14 @@ fn inspect_with_a_config_lists_every_failed_check_and_what_was_expected() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let token = stdout(&o).trim().to_string();
-    let cfg = write_config(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstream]
-url = "http://127.0.0.1:1"
-[[issuers]]
-name = "file"
-issuer = "https://iss.example"
-jwks_file = "{}"
-audiences = ["svc"]
-algorithms = ["ES256"]
-max_lifetime = "1h"
-[[issuers]]
-name = "never-fetched"
-issuer = "https://unreachable.invalid"
-jwks_url = "https://unreachable.invalid/jwks"
-audiences = ["svc"]
-"#,
-        jwks.display()
-    ));
+    let cfg = file_issuer_config(
+        &jwks,
+        LOOPBACK_0,
+        "",
+        "max_lifetime = \"1h\"\n[[issuers]]\nname = \"never-fetched\"\n\
+         issuer = \"https://unreachable.invalid\"\n\
+         jwks_url = \"https://unreachable.invalid/jwks\"\naudiences = [\"svc\"]",
+    );
     let started = std::time::Instant::now();
     let o = run(&["inspect", &token, "--config", cfg.path().to_str().unwrap()]);
     let out = stdout(&o);
@@ -625,26 +617,12 @@ fn json_logs_with_access_lines_and_upstream_warnings() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let (key, jwks) = keygen_es256(dir.path(), "k9");
-    let cfg = write_config(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[upstream]
-url = "http://127.0.0.1:1"
-[log]
-format = "json"
-access = true
-[[issuers]]
-name = "file"
-issuer = "https://iss.example"
-jwks_file = "{}"
-audiences = ["svc"]
-algorithms = ["ES256"]
-"#,
-        jwks.display()
-    ));
+    let cfg = file_issuer_config(
+        &jwks,
+        LOOPBACK_0,
+        "[log]\nformat = \"json\"\naccess = true",
+        "",
+    );
     let o = mint_k9(&key, &[]);
     let token = stdout(&o).trim().to_string();
     let (mut child, mut stderr, log) = start_run(&cfg);
@@ -697,26 +675,12 @@ algorithms = ["ES256"]
 fn sigterm_keeps_serving_for_shutdown_delay_with_readyz_503() {
     let dir = tempfile::tempdir().unwrap();
     let (_, jwks) = keygen_es256(dir.path(), "k9");
-    let cfg = write_config(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_delay = "3s"
-[admin]
-listen = "127.0.0.1:0"
-[upstream]
-url = "http://127.0.0.1:1"
-[log]
-format = "json"
-[[issuers]]
-name = "file"
-issuer = "https://iss.example"
-jwks_file = "{}"
-audiences = ["svc"]
-algorithms = ["ES256"]
-"#,
-        jwks.display()
-    ));
+    let cfg = file_issuer_config(
+        &jwks,
+        &format!("{LOOPBACK_0}\nshutdown_delay = \"3s\""),
+        "[log]\nformat = \"json\"",
+        "",
+    );
     let (mut child, _stderr, log) = start_run(&cfg);
     let started: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
     let addr = started["listen"].as_str().unwrap().to_string();
