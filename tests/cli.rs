@@ -645,6 +645,13 @@ algorithms = ["ES256"]
     let started: serde_json::Value =
         serde_json::from_str(log.lines().last().unwrap()).expect("JSON log line");
     let addr = started["listen"].as_str().unwrap().to_string();
+    // The jwks_file's keys load just after the listener starts (503 until then): wait for them.
+    let admin = started["admin"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while http_status(&admin, "/readyz", "-") != 200 {
+        assert!(std::time::Instant::now() < deadline, "not ready within 10s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(http_status(&addr, "/orders?secret=1", &token), 502);
     assert_eq!(http_status(&addr, "/x", "not-a-token"), 401);
     sigterm(&child);
