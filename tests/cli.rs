@@ -372,15 +372,35 @@ fn spawn_run(cfg: &tempfile::NamedTempFile) -> std::process::Child {
 }
 
 /// Start `run` and read its log until it says it started.
+/// A running `run`, killed however the test ends: a survivor would hold the test's output
+/// pipe open, and CI would wait on it.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Proc {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
 fn start_run(
     cfg: &tempfile::NamedTempFile,
-) -> (
-    std::process::Child,
-    std::io::BufReader<std::process::ChildStderr>,
-    String,
-) {
+) -> (Proc, std::io::BufReader<std::process::ChildStderr>, String) {
     use std::io::BufRead;
-    let mut child = spawn_run(cfg);
+    let mut child = Proc(spawn_run(cfg));
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     let mut log = String::new();
@@ -444,23 +464,14 @@ fn a_second_run_on_a_port_in_use_fails_instead_of_sharing_it() {
         .port();
     let listen = format!("127.0.0.1:{port}");
     let cfg = run_config(dir.path(), &listen);
-    let (first, _first_log, _) = start_run(&cfg);
-    // Killed however the test ends: a survivor would hold the test's output pipe open.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut first = KillOnDrop(first);
+    let (mut first, _first_log, _) = start_run(&cfg);
 
-    let mut second = spawn_run(&cfg);
+    let mut second = Proc(spawn_run(&cfg));
     let status = exit_within_10s(&mut second, "starting on a port in use");
     let mut err = String::new();
     let _ = std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err);
-    sigterm(&first.0);
-    exit_within_10s(&mut first.0, "SIGTERM");
+    sigterm(&first);
+    exit_within_10s(&mut first, "SIGTERM");
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!("cannot listen on {listen} (server.listen)")),
