@@ -7,6 +7,7 @@
 //! and `Retry-After` (the review could not be decided, which is not the same as "invalid"); a
 //! body whose bytes stop coming for `server.request_body_timeout` is `408` with a `Status`.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -70,6 +71,46 @@ struct ReviewSpec {
     audiences: Option<Vec<String>>,
 }
 
+/// A TokenReview request body, checked: the token to review, the audiences asked for (empty:
+/// the issuer's configured ones) and the `metadata` to echo.
+#[derive(Debug)]
+pub struct ReviewBody {
+    pub token: String,
+    pub audiences: Vec<String>,
+    pub metadata: Option<Value>,
+}
+
+/// Parse and check a request body for the path of `api_version`
+/// (`authentication.k8s.io/v1` or `…/v1beta1`). `Err` is the message of the `400` answer.
+pub fn parse_review(body: &[u8], api_version: &str) -> Result<ReviewBody, Cow<'static, str>> {
+    let review: ReviewRequest =
+        serde_json::from_slice(body).map_err(|_| "body is not a TokenReview object")?;
+    if review.kind.as_deref().is_some_and(|k| k != "TokenReview") {
+        return Err("kind must be TokenReview".into());
+    }
+    if review
+        .api_version
+        .as_deref()
+        .is_some_and(|v| v != api_version)
+    {
+        return Err(format!("apiVersion must be {api_version} on this path").into());
+    }
+    let spec = review.spec.ok_or("spec is required")?;
+    if spec.token.is_empty() {
+        return Err("token is required for TokenReview in authentication".into());
+    }
+    let metadata = match review.metadata {
+        None => None,
+        Some(m @ Value::Object(_)) => Some(m),
+        Some(_) => return Err("metadata must be an object".into()),
+    };
+    Ok(ReviewBody {
+        token: spec.token,
+        audiences: spec.audiences.unwrap_or_default(),
+        metadata,
+    })
+}
+
 /// Handle a `POST` to one of the TokenReview paths. `body_timeout`:
 /// `server.request_body_timeout`.
 pub async fn handle(
@@ -106,45 +147,14 @@ pub async fn handle(
             )
         }
     };
-    let review: ReviewRequest = match serde_json::from_slice(&body) {
+    let ReviewBody {
+        token,
+        audiences: requested,
+        metadata,
+    } = match parse_review(&body, api_version) {
         Ok(r) => r,
-        Err(_) => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "body is not a TokenReview object",
-            )
-        }
+        Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", &message),
     };
-    if review.kind.as_deref().is_some_and(|k| k != "TokenReview") {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "kind must be TokenReview",
-        );
-    }
-    if review
-        .api_version
-        .as_deref()
-        .is_some_and(|v| v != api_version)
-    {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &format!("apiVersion must be {api_version} on this path"),
-        );
-    }
-    let Some(spec) = review.spec else {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "spec is required");
-    };
-    if spec.token.is_empty() {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "token is required for TokenReview in authentication",
-        );
-    }
-    let requested = spec.audiences.unwrap_or_default();
     let audiences = if requested.is_empty() {
         Audiences::Configured
     } else {
@@ -164,18 +174,8 @@ pub async fn handle(
     if !requested.is_empty() {
         spec_out.insert("audiences".into(), json!(requested));
     }
-    let metadata = match review.metadata {
-        None => json!({}),
-        Some(m @ Value::Object(_)) => m,
-        Some(_) => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "metadata must be an object",
-            )
-        }
-    };
-    let status_obj = match auth.authenticate(&spec.token, audiences).await {
+    let metadata = metadata.unwrap_or_else(|| json!({}));
+    let status_obj = match auth.authenticate(&token, audiences).await {
         Ok(v) => {
             metrics[1].increment(1);
             let id = v.identity();
@@ -272,5 +272,46 @@ async fn check_caller(
             "ServiceUnavailable",
             "no usable keys to check the caller's token yet",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = "authentication.k8s.io/v1";
+
+    #[test]
+    fn review_bodies_parse_or_say_why_not() {
+        let ok = parse_review(
+            br#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","metadata":{"name":"r"},"spec":{"token":"t","audiences":["a"]}}"#,
+            V1,
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.token.as_str(), ok.audiences.as_slice()),
+            ("t", &["a".to_string()][..])
+        );
+        assert_eq!(ok.metadata, Some(json!({"name": "r"})));
+        let minimal = parse_review(br#"{"spec":{"token":"t","audiences":null}}"#, V1).unwrap();
+        assert!(minimal.audiences.is_empty() && minimal.metadata.is_none());
+        for (body, message) in [
+            (&b"[1]"[..], "body is not a TokenReview object"),
+            (
+                br#"{"kind":"Status","spec":{"token":"t"}}"#,
+                "kind must be TokenReview",
+            ),
+            (
+                br#"{"apiVersion":"authentication.k8s.io/v1beta1","spec":{"token":"t"}}"#,
+                "apiVersion must be authentication.k8s.io/v1 on this path",
+            ),
+            (br#"{"kind":"TokenReview"}"#, "spec is required"),
+            (
+                br#"{"spec":{"audiences":["a"]}}"#,
+                "token is required for TokenReview in authentication",
+            ),
+        ] {
+            assert_eq!(parse_review(body, V1).unwrap_err(), message);
+        }
     }
 }

@@ -60,14 +60,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 if b.eq_ignore_ascii_case(b"keep-alive") || b.eq_ignore_ascii_case(b"close") {
                     continue;
                 }
-                let Ok(v) = v.to_str() else { continue };
+                // Bytes, not `to_str`: a value with obs-text elsewhere still names its options
+                // (found by the `headers` fuzz target).
                 listed.extend(
-                    v.split(',')
-                        .map(str::trim)
+                    b.split(|&c| c == b',')
+                        .map(<[u8]>::trim_ascii)
                         .filter(|o| {
-                            !o.is_empty() && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(o))
+                            !o.is_empty()
+                                && !HOP_BY_HOP
+                                    .iter()
+                                    .any(|h| h.as_bytes().eq_ignore_ascii_case(o))
                         })
-                        .filter_map(|o| HeaderName::from_bytes(o.as_bytes()).ok()),
+                        .filter_map(|o| HeaderName::from_bytes(o).ok()),
                 );
             }
         }
@@ -207,6 +211,17 @@ mod tests {
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-keep"]);
         let mut h = HeaderMap::new();
         h.insert(CONNECTION, "close".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-keep"]);
+
+        // A value with obs-text (legal in HTTP/1.1) still names its options.
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_bytes(b"keep-alive, X-Secret, caf\xc3\xa9").unwrap(),
+        );
+        h.insert("x-secret", "1".parse().unwrap());
         h.insert("x-keep", "1".parse().unwrap());
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-keep"]);
