@@ -48,6 +48,7 @@ pub mod verify;
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod kubernetes;
 pub mod logging;
 pub mod metrics;
 pub mod reload;

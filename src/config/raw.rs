@@ -20,6 +20,15 @@ pub(super) struct RawConfig {
     pub(super) issuers: Vec<RawIssuer>,
     #[serde(default)]
     pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) kubernetes: RawKubernetes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKubernetes {
+    pub(super) kubeconfig: Option<PathBuf>,
+    pub(super) max_stale: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
