@@ -11,16 +11,17 @@
 use std::path::Path;
 
 mod checks;
+mod protocols;
 mod raw;
 mod types;
 mod validate;
 
 pub use types::{
-    AdminConfig, CacheConfig, ClaimMappings, ClaimsMode, Config, ConfigError, IdentityMode,
+    AdminConfig, CacheConfig, Cidr, ClaimMappings, ClaimsMode, Config, ConfigError, IdentityMode,
     IssuerConfig, KeySource, LogConfig, LogFormat, ServerConfig, TlsFiles, TokenReviewConfig,
-    UpstreamConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ALGORITHMS, DEFAULT_CACHE_MAX_ENTRIES,
-    DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES, DEFAULT_CACHE_MAX_TTL, DEFAULT_CLOCK_SKEW,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    UpstreamConfig, UpstreamProtocol, DEFAULT_ADMIN_LISTEN, DEFAULT_ALGORITHMS,
+    DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES, DEFAULT_CACHE_MAX_TTL,
+    DEFAULT_CLOCK_SKEW, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE,
     DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_NEGATIVE_TTL, DEFAULT_REFRESH_INTERVAL,
     DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_SHUTDOWN_DELAY, DEFAULT_SHUTDOWN_GRACE,
@@ -92,13 +93,21 @@ impl Config {
             self.server.max_connections,
             self.server.max_header_bytes
         );
+        let trusted: Vec<String> = self
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let _ = writeln!(s, "server: trusted_proxies {trusted:?}");
         let _ = writeln!(s, "admin: listen {}", self.admin.listen);
         match &self.upstream {
             Some(u) => {
                 let _ = writeln!(
                     s,
-                    "upstream: {} identity_headers={} forward_token={} timeout={} max_connections={}",
+                    "upstream: {} protocol={} identity_headers={} forward_token={} timeout={} max_connections={}",
                     u.url,
+                    u.protocol.as_str(),
                     u.identity_headers.as_str(),
                     u.forward_token,
                     checks::written(u.timeout),

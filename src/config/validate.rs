@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::protocols;
 use super::raw::{
     RawAdmin, RawCache, RawConfig, RawIssuer, RawLog, RawServer, RawTokenReview, RawUpstream,
 };
@@ -175,6 +176,9 @@ fn server(s: &RawServer, f: File) -> Result<ServerConfig, ConfigError> {
         max_connections,
         request_body_timeout,
         workers,
+        trusted_proxies: protocols::trusted_proxies(s.trusted_proxies.as_deref(), |k, m| {
+            f.err(k, m)
+        })?,
     })
 }
 
@@ -269,6 +273,7 @@ fn upstream(u: &RawUpstream, f: File) -> Result<UpstreamConfig, ConfigError> {
         )?,
         timeout: f.dur("upstream.timeout", &u.timeout, DEFAULT_UPSTREAM_TIMEOUT)?,
         max_connections,
+        protocol: protocols::upstream_protocol(u.protocol.as_deref(), |k, m| f.err(k, m))?,
     })
 }
 
