@@ -128,7 +128,7 @@ fn proxy<'a>(
     let Some(upstream) = &worker.upstream else {
         return future::Either::Left(ready(response::not_found()));
     };
-    normalize::strip_spoofable(req.headers_mut());
+    normalize::strip_spoofable(req.headers_mut(), !peer.downstream.trusted);
     let token = match extract::bearer(req.headers()) {
         Bearer::Token(t) => t,
         no_token => return future::Either::Left(ready(extract::refused(no_token, m))),

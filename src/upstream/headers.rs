@@ -111,8 +111,59 @@ pub fn append_grouped(headers: &mut HeaderMap, pairs: &[(HeaderName, HeaderValue
     }
 }
 
+/// This hop's `Forwarded` element (RFC 7239): `for=` the client, `proto=`, `host=` the `Host`
+/// it asked for. Values that are not tokens are quoted (an IPv6 address also bracketed).
+pub fn forwarded_element(
+    ip: &HeaderValue,
+    tls: bool,
+    host: Option<&HeaderValue>,
+) -> Option<HeaderValue> {
+    let ip = ip.to_str().ok()?;
+    let mut e = if ip.contains(':') {
+        format!("for=\"[{ip}]\"")
+    } else {
+        format!("for={ip}")
+    };
+    e.push_str(if tls { ";proto=https" } else { ";proto=http" });
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+        let token = !h.is_empty()
+            && h.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
+        if token {
+            e.push_str(";host=");
+            e.push_str(h);
+        } else if !h.contains(['"', '\\']) {
+            e.push_str(";host=\"");
+            e.push_str(h);
+            e.push('"');
+        }
+    }
+    HeaderValue::from_str(&e).ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn forwarded_elements_quote_what_is_not_a_token() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        let e = |ip, tls, host: Option<&HeaderValue>| {
+            forwarded_element(&v(ip), tls, host)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(e("10.1.2.3", false, None), "for=10.1.2.3;proto=http");
+        assert_eq!(
+            e("::1", true, Some(&v("api.example"))),
+            "for=\"[::1]\";proto=https;host=api.example"
+        );
+        assert_eq!(
+            e("10.1.2.3", false, Some(&v("api.example:8443"))),
+            "for=10.1.2.3;proto=http;host=\"api.example:8443\""
+        );
+    }
+
     use super::*;
     use http::header::{self, AUTHORIZATION};
 

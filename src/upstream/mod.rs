@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use futures_util::future::{Either, FutureExt};
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, FORWARDED, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -88,15 +88,19 @@ pub struct Downstream {
     /// The client's IP, as a header value built once per connection.
     pub ip: HeaderValue,
     pub tls: bool,
+    /// The peer is in `server.trusted_proxies`: its forwarding headers are kept and appended
+    /// to (else the normalize stage removed them).
+    pub trusted: bool,
     pub slot: UpstreamSlot,
     pub deadline: UpstreamDeadline,
 }
 
 impl Downstream {
-    pub fn new(ip: HeaderValue, tls: bool) -> Downstream {
+    pub fn new(ip: HeaderValue, tls: bool, trusted: bool) -> Downstream {
         Downstream {
             ip,
             tls,
+            trusted,
             slot: Default::default(),
             deadline: Default::default(),
         }
@@ -323,6 +327,14 @@ impl Upstream {
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
         );
+        if conn.trusted && headers.contains_key(FORWARDED) {
+            // A trusted proxy's `Forwarded` list gets this hop's element too (else the
+            // normalize stage removed it, and none is sent: `X-Forwarded-*` say the same).
+            if let Some(e) = headers::forwarded_element(&conn.ip, conn.tls, original_host.as_ref())
+            {
+                headers.append(FORWARDED, e);
+            }
+        }
         if let Some(h) = original_host {
             headers.append(X_FORWARDED_HOST.clone(), h);
         }
