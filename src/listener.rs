@@ -281,11 +281,12 @@ async fn drive<I>(
             r
         }
     });
-    // The same supervision for either server; only the connection's type differs.
+    // The same supervision for either server; only the connection's type differs. Both
+    // hand a connection over on a protocol upgrade (`upstream/upgrade.rs`).
     macro_rules! serve_with {
-        ($builder:expr) => {
+        ($conn:expr) => {
             supervise(
-                $builder.serve_connection(TokioIo::new(io), svc),
+                $conn,
                 |c| c.graceful_shutdown(),
                 settings,
                 activity,
@@ -297,9 +298,14 @@ async fn drive<I>(
         };
     }
     if http1_only {
-        serve_with!(settings.http1);
+        serve_with!(settings
+            .http1
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades());
     } else {
-        serve_with!(settings.builder);
+        serve_with!(settings
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc));
     }
 }
 

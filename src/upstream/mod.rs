@@ -32,6 +32,7 @@ use crate::tls;
 mod deadline;
 mod headers;
 mod pool;
+mod upgrade;
 
 pub use deadline::{DeadlineWatch, UpstreamDeadline};
 use headers::append_grouped;
@@ -170,6 +171,8 @@ impl UpstreamSettings {
 /// multiplex, go through this worker's own bounded connection pool (no cross-thread locking).
 pub struct Upstream {
     connector: Connector,
+    /// HTTP/1.1 only (ALPN included): for upgrades, which only HTTP/1.1 has.
+    http1_connector: Connector,
     pool: Arc<Pool>,
     scheme: Scheme,
     authority: Authority,
@@ -195,13 +198,15 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(s.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        let http1_connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(s.tls.clone())
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(http.clone());
+        let connector = http1_connector.clone();
         Upstream {
             connector,
+            http1_connector,
             pool: Pool::new(s.max_connections),
             scheme: s.scheme.clone(),
             authority: s.authority.clone(),
@@ -244,10 +249,14 @@ impl Upstream {
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
         // HTTP/1 clients send one request at a time: they get their own upstream connection.
         let dedicated = req.version() <= Version::HTTP_11;
+        let upgrade = upgrade::wanted(&req);
         let req = match self.rewrite(req, identity_headers, token_headers, conn) {
             Ok(req) => req,
             Err(e) => return Either::Right(out_of_line(ready(Err(e)))),
         };
+        if let Some(protocol) = upgrade {
+            return Either::Right(out_of_line(self.upgrade(req, protocol)));
+        }
         if !dedicated {
             // The wait for a free pooled connection counts towards the upstream timeout.
             return Either::Right(out_of_line(async move {
@@ -414,10 +423,14 @@ impl Upstream {
         Ok(sender)
     }
 
-    async fn connect(&self) -> Result<Sender, UpstreamError> {
-        let mut connector = self.connector.clone();
+    /// A new TCP (and TLS) connection to the upstream.
+    async fn connect_io(
+        &self,
+        connector: &Connector,
+    ) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
+        let mut connector = connector.clone();
         let target = self.absolute(PathAndQuery::from_static("/"))?;
-        let io = async {
+        async {
             std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
             connector.call(target).await
         }
@@ -425,7 +438,11 @@ impl Upstream {
         .map_err(|e| {
             tracing::debug!(error = %e, "upstream connect failed");
             UpstreamError::Unreachable
-        })?;
+        })
+    }
+
+    async fn connect(&self) -> Result<Sender, UpstreamError> {
+        let io = self.connect_io(&self.connector).await?;
         let (sender, conn) = http1::handshake(io).await.map_err(|e| {
             tracing::debug!(error = %e, "upstream handshake failed");
             UpstreamError::Failed
