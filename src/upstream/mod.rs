@@ -14,28 +14,32 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use futures_util::future::{Either, FutureExt};
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, FORWARDED, HOST};
+use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::Connection;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use crate::cold::out_of_line;
-use crate::config::{IdentityMode, UpstreamConfig};
+use crate::config::{IdentityMode, UpstreamConfig, UpstreamProtocol};
 use crate::identity::{TokenHeaderNames, TokenHeaderValues};
 use crate::request_body::RequestBody;
 use crate::tls;
 
 mod deadline;
+mod h2;
 mod headers;
 mod pool;
+mod rewrite;
 mod upgrade;
 
 pub use deadline::{DeadlineWatch, UpstreamDeadline};
-use headers::append_grouped;
+use h2::{Connected, H2Conn};
 pub use headers::strip_hop_by_hop;
 use pool::Pool;
 pub use pool::UpstreamBody;
@@ -123,6 +127,7 @@ pub struct UpstreamSettings {
     forward_token: bool,
     timeout: Duration,
     max_connections: usize,
+    protocol: UpstreamProtocol,
     proxy_token: Arc<ArcSwapOption<HeaderValue>>,
 }
 
@@ -156,6 +161,7 @@ impl UpstreamSettings {
             forward_token: cfg.forward_token,
             timeout: cfg.timeout,
             max_connections: cfg.max_connections,
+            protocol: cfg.protocol,
             proxy_token,
         })
     }
@@ -182,14 +188,17 @@ pub struct Upstream {
     mode: IdentityMode,
     /// Names of the per-token identity headers (pod name and uid, credential id) in `mode`.
     token_header_names: TokenHeaderNames,
+    /// The same, spelled for gRPC requests.
+    grpc_token_header_names: TokenHeaderNames,
     forward_token: bool,
     timeout: Duration,
     proxy_token: Arc<ArcSwapOption<HeaderValue>>,
+    protocol: UpstreamProtocol,
+    /// `auto` with an `https` upstream: HTTP/2 if its ALPN says so.
+    alpn: bool,
+    /// The HTTP/2 connection (`protocol = "http2"`, or `auto` and ALPN chose `h2`).
+    h2: H2Conn,
 }
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 impl Upstream {
     /// One worker thread's client (its connection tasks run on the runtime that sends).
@@ -203,7 +212,21 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http.clone());
-        let connector = http1_connector.clone();
+        let alpn = s.protocol == UpstreamProtocol::Auto && s.scheme == Scheme::HTTPS;
+        let connector = match s.protocol {
+            UpstreamProtocol::Http2 => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(s.tls.clone())
+                .https_or_http()
+                .enable_http2()
+                .wrap_connector(http),
+            UpstreamProtocol::Auto if alpn => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(s.tls.clone())
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http),
+            _ => http1_connector.clone(),
+        };
         Upstream {
             connector,
             http1_connector,
@@ -214,9 +237,13 @@ impl Upstream {
             host: s.host.clone(),
             mode: s.mode,
             token_header_names: TokenHeaderNames::new(s.mode),
+            grpc_token_header_names: TokenHeaderNames::grpc(s.mode),
             forward_token: s.forward_token,
             timeout: s.timeout,
             proxy_token: s.proxy_token.clone(),
+            protocol: s.protocol,
+            alpn,
+            h2: H2Conn::default(),
         }
     }
 
@@ -250,12 +277,25 @@ impl Upstream {
         // HTTP/1 clients send one request at a time: they get their own upstream connection.
         let dedicated = req.version() <= Version::HTTP_11;
         let upgrade = upgrade::wanted(&req);
-        let req = match self.rewrite(req, identity_headers, token_headers, conn) {
+        // Upgrades exist only in HTTP/1.1.
+        let h2 = upgrade.is_none() && self.speaks_h2();
+        let req = match self.rewrite(req, identity_headers, token_headers, conn, h2) {
             Ok(req) => req,
             Err(e) => return Either::Right(out_of_line(ready(Err(e)))),
         };
         if let Some(protocol) = upgrade {
             return Either::Right(out_of_line(self.upgrade(req, protocol)));
+        }
+        if h2 {
+            return Either::Right(out_of_line(async move {
+                let sending = self.send_h2(req);
+                let sent = if dedicated {
+                    conn.deadline.within(sending).await
+                } else {
+                    tokio::time::timeout(self.timeout, sending).await.ok()
+                };
+                response_head(sent).map(|r| r.map(UpstreamBody::new))
+            }));
         }
         if !dedicated {
             // The wait for a free pooled connection counts towards the upstream timeout.
@@ -296,79 +336,10 @@ impl Upstream {
         }
     }
 
-    /// The request as the upstream gets it: hop-by-hop headers gone, the token kept or dropped
-    /// per mode, `Host` and `X-Forwarded-*` set, identity headers appended, the path prefixed
-    /// with the upstream URL's, in origin form ("/path?query": every connection it is sent on
-    /// is already open to the upstream).
-    fn rewrite(
-        &self,
-        req: Request<RequestBody>,
-        identity_headers: &[(HeaderName, HeaderValue)],
-        token_headers: TokenHeaderValues,
-        conn: &Downstream,
-    ) -> Result<Request<RequestBody>, UpstreamError> {
-        let (mut parts, body) = req.into_parts();
-        let original_host = parts.headers.get(HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        let headers = &mut parts.headers;
-        strip_hop_by_hop(headers);
-        // Room for what is appended below, so the map grows (and rehashes) at most once.
-        headers.reserve(identity_headers.len() + 8);
-        match self.mode {
-            IdentityMode::Impersonate => {
-                headers.remove(AUTHORIZATION);
-                if let Some(t) = &*self.proxy_token.load() {
-                    headers.insert(AUTHORIZATION, (**t).clone());
-                }
-            }
-            _ if !self.forward_token => {
-                headers.remove(AUTHORIZATION);
-            }
-            _ => {}
-        }
-        headers.insert(HOST, self.host.clone());
-        headers.append(X_FORWARDED_FOR.clone(), conn.ip.clone());
-        headers.append(
-            X_FORWARDED_PROTO.clone(),
-            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-        );
-        if conn.trusted && headers.contains_key(FORWARDED) {
-            // A trusted proxy's `Forwarded` list gets this hop's element too (else the
-            // normalize stage removed it, and none is sent: `X-Forwarded-*` say the same).
-            if let Some(e) = headers::forwarded_element(&conn.ip, conn.tls, original_host.as_ref())
-            {
-                headers.append(FORWARDED, e);
-            }
-        }
-        if let Some(h) = original_host {
-            headers.append(X_FORWARDED_HOST.clone(), h);
-        }
-        append_grouped(headers, identity_headers);
-        token_headers.append_to(&self.token_header_names, headers);
-
-        let path = parts.uri.path_and_query().cloned();
-        let path = if self.base_path.is_empty() {
-            path.unwrap_or_else(|| PathAndQuery::from_static("/"))
-        } else {
-            let pq = path.as_ref().map_or("/", |p| p.as_str());
-            PathAndQuery::try_from(format!("{}{}", self.base_path, pq))
-                .map_err(|_| UpstreamError::Failed)?
-        };
-        parts.uri = Uri::from(path);
-        parts.version = Version::HTTP_11;
-        Ok(Request::from_parts(parts, body))
-    }
-
-    fn absolute(&self, path: PathAndQuery) -> Result<Uri, UpstreamError> {
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(self.scheme.clone());
-        uri.authority = Some(self.authority.clone());
-        uri.path_and_query = Some(path);
-        Uri::from_parts(uri).map_err(|_| UpstreamError::Failed)
+    /// Does this request go to the upstream over HTTP/2?
+    #[inline]
+    fn speaks_h2(&self) -> bool {
+        self.protocol == UpstreamProtocol::Http2 || (self.alpn && self.h2.chosen())
     }
 
     /// Send an HTTP/2 client's request over a connection of the worker's pool, waiting for one
@@ -382,7 +353,14 @@ impl Upstream {
         loop {
             let (mut sender, reused) = match lease.idle_connection().await {
                 Some(s) => (s, true),
-                None => (self.ready_connection().await?, false),
+                None => match self.ready_connection().await? {
+                    Connected::H1(s) => (s, false),
+                    Connected::H2(s) => {
+                        drop(lease);
+                        let resp = self.send_on_new_h2(s, req).await?;
+                        return Ok(resp.map(UpstreamBody::new));
+                    }
+                },
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(resp.map(|body| lease.body(body, sender))),
@@ -404,7 +382,10 @@ impl Upstream {
         req: Request<RequestBody>,
         slot: &UpstreamSlot,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = self.ready_connection().await?;
+        let mut sender = match self.ready_connection().await? {
+            Connected::H1(s) => s,
+            Connected::H2(s) => return self.send_on_new_h2(s, req).await,
+        };
         let response = sender.try_send_request(req);
         slot.put(sender);
         response.await.map_err(|e| {
@@ -414,13 +395,15 @@ impl Upstream {
     }
 
     /// A new upstream connection, ready for a request.
-    async fn ready_connection(&self) -> Result<Sender, UpstreamError> {
-        let mut sender = self.connect().await?;
-        sender.ready().await.map_err(|e| {
-            tracing::debug!(error = %e, "upstream connection closed before the request");
-            UpstreamError::Failed
-        })?;
-        Ok(sender)
+    async fn ready_connection(&self) -> Result<Connected, UpstreamError> {
+        let mut c = self.connect().await?;
+        if let Connected::H1(sender) = &mut c {
+            sender.ready().await.map_err(|e| {
+                tracing::debug!(error = %e, "upstream connection closed before the request");
+                UpstreamError::Failed
+            })?;
+        }
+        Ok(c)
     }
 
     /// A new TCP (and TLS) connection to the upstream.
@@ -441,8 +424,39 @@ impl Upstream {
         })
     }
 
-    async fn connect(&self) -> Result<Sender, UpstreamError> {
+    /// A new upstream connection: HTTP/2 for `protocol = "http2"` or when ALPN chose `h2`,
+    /// else HTTP/1.1.
+    async fn connect(&self) -> Result<Connected, UpstreamError> {
         let io = self.connect_io(&self.connector).await?;
+        let h2 = match self.protocol {
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::Auto => {
+                let chose = self.alpn && io.connected().is_negotiated_h2();
+                if self.alpn {
+                    self.h2.choose(chose);
+                }
+                chose
+            }
+        };
+        if h2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .handshake(io)
+                .await
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "upstream HTTP/2 handshake failed");
+                    UpstreamError::Failed
+                })?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+                }
+            });
+            return Ok(Connected::H2(sender));
+        }
         let (sender, conn) = http1::handshake(io).await.map_err(|e| {
             tracing::debug!(error = %e, "upstream handshake failed");
             UpstreamError::Failed
@@ -455,6 +469,6 @@ impl Upstream {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Connected::H1(sender))
     }
 }
