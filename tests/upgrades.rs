@@ -46,6 +46,8 @@ async fn websocket_upstream() -> (SocketAddr, Seen) {
         while let Ok((stream, _)) = listener.accept().await {
             let record = record.clone();
             tokio::spawn(async move {
+                // tungstenite's callback type is given: its error is a whole response.
+                #[allow(clippy::result_large_err)]
                 let callback = |req: &WsRequest, resp: WsResponse| {
                     let headers = req
                         .headers()

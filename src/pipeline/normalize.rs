@@ -9,6 +9,15 @@
 
 use http::{HeaderMap, HeaderName, Method};
 
+/// Is this a gRPC request (`content-type: application/grpc*`), whose refusals must be gRPC
+/// statuses (SPEC section 7)? gRPC runs over HTTP/2 (gRPC-Web also over HTTP/1.1, with a
+/// body): an HTTP/1.1 request without a body (the common `GET`) is not looked up.
+#[inline]
+pub fn is_grpc<B: hyper::body::Body>(req: &http::Request<B>) -> bool {
+    (req.version() == http::Version::HTTP_2 || !req.body().is_end_stream())
+        && crate::upstream::is_grpc(req.headers())
+}
+
 /// `CONNECT` asks for a tunnel to another host, which this proxy never opens: 405.
 pub fn is_connect(method: &Method) -> bool {
     method == Method::CONNECT

@@ -40,7 +40,7 @@ mod upgrade;
 
 pub use deadline::{DeadlineWatch, UpstreamDeadline};
 use h2::{Connected, H2Conn};
-pub use headers::strip_hop_by_hop;
+pub use headers::{is_grpc, strip_hop_by_hop};
 use pool::Pool;
 pub use pool::UpstreamBody;
 
