@@ -402,3 +402,27 @@ async fn a_slow_watch_streams_past_the_upstream_timeout() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_is_never_tunneled() {
+    // A tunnel to the upstream's HTTP/2 would carry the client's next requests past
+    // authentication: the request goes on as a plain one, without its Upgrade header.
+    let h = Harness::start().await;
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    let request = format!(
+        "GET /plain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        h.token()
+    );
+    s.write_all(request.as_bytes()).await.expect("write");
+    let resp = read_response(&mut s, Duration::from_secs(10)).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let rec = h.upstream.requests().pop().expect("forwarded");
+    for (k, v) in &rec.headers {
+        assert!(k != "upgrade" && k != "http2-settings", "{k} forwarded");
+        assert!(
+            !(k == "connection" && v.to_ascii_lowercase().contains("upgrade")),
+            "{k}: {v}"
+        );
+    }
+}

@@ -2,8 +2,6 @@
 
 use std::net::IpAddr;
 
-use super::types::ConfigError;
-
 /// Which HTTP version the proxy speaks to its upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamProtocol {
@@ -96,30 +94,24 @@ fn from_bits(like: IpAddr, b: u128) -> IpAddr {
     }
 }
 
-/// `server.trusted_proxies`: every entry a CIDR block or an address.
-pub(super) fn trusted_proxies(
-    raw: Option<&[String]>,
-    err: impl Fn(&str, String) -> ConfigError,
-) -> Result<Vec<Cidr>, ConfigError> {
+/// `server.trusted_proxies`: every entry a CIDR block or an address. `Err`: the key and the
+/// message.
+pub(super) fn trusted_proxies(raw: Option<&[String]>) -> Result<Vec<Cidr>, (String, String)> {
     raw.unwrap_or_default()
         .iter()
         .enumerate()
-        .map(|(i, s)| Cidr::parse(s).map_err(|m| err(&format!("server.trusted_proxies[{i}]"), m)))
+        .map(|(i, s)| Cidr::parse(s).map_err(|m| (format!("server.trusted_proxies[{i}]"), m)))
         .collect()
 }
 
-/// `upstream.protocol`.
-pub(super) fn upstream_protocol(
-    raw: Option<&str>,
-    err: impl Fn(&str, String) -> ConfigError,
-) -> Result<UpstreamProtocol, ConfigError> {
+/// `upstream.protocol`. `Err`: the message.
+pub(super) fn upstream_protocol(raw: Option<&str>) -> Result<UpstreamProtocol, String> {
     match raw.unwrap_or("auto") {
         "auto" => Ok(UpstreamProtocol::Auto),
         "http1" => Ok(UpstreamProtocol::Http1),
         "http2" => Ok(UpstreamProtocol::Http2),
-        other => Err(err(
-            "upstream.protocol",
-            format!("{other:?} is not one of \"auto\", \"http1\", \"http2\""),
+        other => Err(format!(
+            "{other:?} is not one of \"auto\", \"http1\", \"http2\""
         )),
     }
 }

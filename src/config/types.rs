@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::protocols::{Cidr, UpstreamProtocol};
+use super::protocols::{Cidr, UpstreamProtocol};
 use crate::keys::Alg;
 
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16384;

@@ -176,9 +176,8 @@ fn server(s: &RawServer, f: File) -> Result<ServerConfig, ConfigError> {
         max_connections,
         request_body_timeout,
         workers,
-        trusted_proxies: protocols::trusted_proxies(s.trusted_proxies.as_deref(), |k, m| {
-            f.err(k, m)
-        })?,
+        trusted_proxies: protocols::trusted_proxies(s.trusted_proxies.as_deref())
+            .map_err(|(k, m)| f.err(&k, m))?,
     })
 }
 
@@ -273,7 +272,8 @@ fn upstream(u: &RawUpstream, f: File) -> Result<UpstreamConfig, ConfigError> {
         )?,
         timeout: f.dur("upstream.timeout", &u.timeout, DEFAULT_UPSTREAM_TIMEOUT)?,
         max_connections,
-        protocol: protocols::upstream_protocol(u.protocol.as_deref(), |k, m| f.err(k, m))?,
+        protocol: protocols::upstream_protocol(u.protocol.as_deref())
+            .map_err(|m| f.err("upstream.protocol", m))?,
     })
 }
 

@@ -15,15 +15,9 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use futures_util::future::{Either, FutureExt};
 use http::header::{HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::Connection;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tower_service::Service;
 
 use crate::cold::out_of_line;
 use crate::config::{IdentityMode, UpstreamConfig, UpstreamProtocol};
@@ -32,6 +26,8 @@ use crate::request_body::RequestBody;
 use crate::tls;
 
 mod deadline;
+mod dial;
+mod error;
 mod h2;
 mod headers;
 mod pool;
@@ -39,23 +35,13 @@ mod rewrite;
 mod upgrade;
 
 pub use deadline::{DeadlineWatch, UpstreamDeadline};
-use h2::{Connected, H2Conn};
+use dial::{Connected, Dialer, H1Sender as Sender, H2Sender};
+pub use error::UpstreamError;
+use h2::H2Conn;
 pub use headers::{is_grpc, strip_hop_by_hop};
 use pool::Pool;
 pub use pool::UpstreamBody;
-
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("upstream unreachable")]
-    Unreachable,
-    #[error("upstream timed out")]
-    Timeout,
-    #[error("upstream request failed")]
-    Failed,
-}
-
-type Connector = HttpsConnector<HttpConnector>;
-type Sender = http1::SendRequest<RequestBody>;
+use rewrite::{Hop, Rewrite};
 
 /// The upstream's response head as the client gets it (hop-by-hop headers gone), or why there
 /// is none (`None`: the upstream timeout passed).
@@ -176,26 +162,10 @@ impl UpstreamSettings {
 /// connection's own upstream connection ([`UpstreamSlot`]); requests from HTTP/2 clients, which
 /// multiplex, go through this worker's own bounded connection pool (no cross-thread locking).
 pub struct Upstream {
-    connector: Connector,
-    /// HTTP/1.1 only (ALPN included): for upgrades, which only HTTP/1.1 has.
-    http1_connector: Connector,
+    dialer: Dialer,
+    rewrite: Rewrite,
     pool: Arc<Pool>,
-    scheme: Scheme,
-    authority: Authority,
-    /// The upstream URL's path without trailing slash ("" when none).
-    base_path: String,
-    host: HeaderValue,
-    mode: IdentityMode,
-    /// Names of the per-token identity headers (pod name and uid, credential id) in `mode`.
-    token_header_names: TokenHeaderNames,
-    /// The same, spelled for gRPC requests.
-    grpc_token_header_names: TokenHeaderNames,
-    forward_token: bool,
     timeout: Duration,
-    proxy_token: Arc<ArcSwapOption<HeaderValue>>,
-    protocol: UpstreamProtocol,
-    /// `auto` with an `https` upstream: HTTP/2 if its ALPN says so.
-    alpn: bool,
     /// The HTTP/2 connection (`protocol = "http2"`, or `auto` and ALPN chose `h2`).
     h2: H2Conn,
 }
@@ -203,46 +173,27 @@ pub struct Upstream {
 impl Upstream {
     /// One worker thread's client (its connection tasks run on the runtime that sends).
     pub fn new(s: &UpstreamSettings) -> Upstream {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(s.connect_timeout));
-        let http1_connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(s.tls.clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http.clone());
-        let alpn = s.protocol == UpstreamProtocol::Auto && s.scheme == Scheme::HTTPS;
-        let connector = match s.protocol {
-            UpstreamProtocol::Http2 => hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(s.tls.clone())
-                .https_or_http()
-                .enable_http2()
-                .wrap_connector(http),
-            UpstreamProtocol::Auto if alpn => hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(s.tls.clone())
-                .https_or_http()
-                .enable_http1()
-                .enable_http2()
-                .wrap_connector(http),
-            _ => http1_connector.clone(),
-        };
         Upstream {
-            connector,
-            http1_connector,
+            dialer: Dialer::new(
+                &s.tls,
+                s.connect_timeout,
+                s.protocol,
+                s.scheme.clone(),
+                s.authority.clone(),
+            ),
+            rewrite: Rewrite {
+                scheme: s.scheme.clone(),
+                authority: s.authority.clone(),
+                base_path: s.base_path.clone(),
+                host: s.host.clone(),
+                mode: s.mode,
+                forward_token: s.forward_token,
+                proxy_token: s.proxy_token.clone(),
+                token_header_names: TokenHeaderNames::new(s.mode),
+                grpc_token_header_names: TokenHeaderNames::grpc(s.mode),
+            },
             pool: Pool::new(s.max_connections),
-            scheme: s.scheme.clone(),
-            authority: s.authority.clone(),
-            base_path: s.base_path.clone(),
-            host: s.host.clone(),
-            mode: s.mode,
-            token_header_names: TokenHeaderNames::new(s.mode),
-            grpc_token_header_names: TokenHeaderNames::grpc(s.mode),
-            forward_token: s.forward_token,
             timeout: s.timeout,
-            proxy_token: s.proxy_token.clone(),
-            protocol: s.protocol,
-            alpn,
             h2: H2Conn::default(),
         }
     }
@@ -254,7 +205,7 @@ impl Upstream {
 
     /// The upstream's `host[:port]`, for logs.
     pub fn authority(&self) -> &Authority {
-        &self.authority
+        &self.rewrite.authority
     }
 
     /// Rewrite an authenticated request for the upstream and send it. The caller has already
@@ -278,13 +229,22 @@ impl Upstream {
         let dedicated = req.version() <= Version::HTTP_11;
         let upgrade = upgrade::wanted(&req);
         // Upgrades exist only in HTTP/1.1.
-        let h2 = upgrade.is_none() && self.speaks_h2();
-        let req = match self.rewrite(req, identity_headers, token_headers, conn, h2) {
+        let h2 = upgrade.is_none() && self.dialer.speaks_h2();
+        let hop = Hop {
+            ip: &conn.ip,
+            tls: conn.tls,
+            trusted: conn.trusted,
+        };
+        let rewritten = self
+            .rewrite
+            .rewrite(req, identity_headers, token_headers, hop, h2);
+        let req = match rewritten {
             Ok(req) => req,
             Err(e) => return Either::Right(out_of_line(ready(Err(e)))),
         };
         if let Some(protocol) = upgrade {
-            return Either::Right(out_of_line(self.upgrade(req, protocol)));
+            let exchange = upgrade::exchange(&self.dialer, self.timeout, req, protocol);
+            return Either::Right(out_of_line(exchange));
         }
         if h2 {
             return Either::Right(out_of_line(async move {
@@ -334,12 +294,6 @@ impl Upstream {
                 response_head(sent).map(|r| r.map(UpstreamBody::new))
             })),
         }
-    }
-
-    /// Does this request go to the upstream over HTTP/2?
-    #[inline]
-    fn speaks_h2(&self) -> bool {
-        self.protocol == UpstreamProtocol::Http2 || (self.alpn && self.h2.chosen())
     }
 
     /// Send an HTTP/2 client's request over a connection of the worker's pool, waiting for one
@@ -396,7 +350,7 @@ impl Upstream {
 
     /// A new upstream connection, ready for a request.
     async fn ready_connection(&self) -> Result<Connected, UpstreamError> {
-        let mut c = self.connect().await?;
+        let mut c = self.dialer.connect().await?;
         if let Connected::H1(sender) = &mut c {
             sender.ready().await.map_err(|e| {
                 tracing::debug!(error = %e, "upstream connection closed before the request");
@@ -406,69 +360,77 @@ impl Upstream {
         Ok(c)
     }
 
-    /// A new TCP (and TLS) connection to the upstream.
-    async fn connect_io(
+    /// Send a request (in HTTP/2 form) over the worker's HTTP/2 connection, opening one if
+    /// there is none. A request the connection handed back unsent (it was closing) is sent
+    /// once more on a new one. Should a new connection (`auto`) come back HTTP/1.1, the
+    /// request goes over it in HTTP/1.1 form.
+    async fn send_h2(
         &self,
-        connector: &Connector,
-    ) -> Result<<Connector as Service<Uri>>::Response, UpstreamError> {
-        let mut connector = connector.clone();
-        let target = self.absolute(PathAndQuery::from_static("/"))?;
-        async {
-            std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
-            connector.call(target).await
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut fresh = false;
+        loop {
+            let mut sender = match self.h2.current() {
+                Some(s) => s,
+                None => {
+                    fresh = true;
+                    match self.open_h2().await? {
+                        Connected::H2(s) => s,
+                        Connected::H1(mut s) => {
+                            s.ready().await.map_err(|_| UpstreamError::Failed)?;
+                            let sent = s.send_request(self.rewrite.to_h1(req)).await;
+                            return sent.map_err(|e| {
+                                tracing::debug!(error = %e, "upstream request failed");
+                                UpstreamError::Failed
+                            });
+                        }
+                    }
+                }
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !fresh => {
+                        tracing::debug!(error = %e.error(), "upstream HTTP/2 connection closing");
+                        self.h2.set(None);
+                        req = unsent;
+                    }
+                    _ => {
+                        tracing::debug!(error = %e.error(), "upstream request failed");
+                        return Err(UpstreamError::Failed);
+                    }
+                },
+            }
         }
-        .await
-        .map_err(|e| {
-            tracing::debug!(error = %e, "upstream connect failed");
-            UpstreamError::Unreachable
-        })
     }
 
-    /// A new upstream connection: HTTP/2 for `protocol = "http2"` or when ALPN chose `h2`,
-    /// else HTTP/1.1.
-    async fn connect(&self) -> Result<Connected, UpstreamError> {
-        let io = self.connect_io(&self.connector).await?;
-        let h2 = match self.protocol {
-            UpstreamProtocol::Http2 => true,
-            UpstreamProtocol::Http1 => false,
-            UpstreamProtocol::Auto => {
-                let chose = self.alpn && io.connected().is_negotiated_h2();
-                if self.alpn {
-                    self.h2.choose(chose);
-                }
-                chose
-            }
-        };
-        if h2 {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(20))
-                .handshake(io)
-                .await
-                .map_err(|e| {
-                    tracing::debug!(error = %e, "upstream HTTP/2 handshake failed");
-                    UpstreamError::Failed
-                })?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
-                }
-            });
-            return Ok(Connected::H2(sender));
+    /// Open the worker's HTTP/2 connection, or wait for the request already opening it.
+    async fn open_h2(&self) -> Result<Connected, UpstreamError> {
+        let _turn = self.h2.connecting().await;
+        if let Some(s) = self.h2.current() {
+            return Ok(Connected::H2(s));
         }
-        let (sender, conn) = http1::handshake(io).await.map_err(|e| {
-            tracing::debug!(error = %e, "upstream handshake failed");
-            UpstreamError::Failed
-        })?;
-        // Runs on this worker's runtime, like the request; ends when the sender is dropped
-        // (the downstream connection closed, or a newer connection replaced it) or the
-        // upstream closes.
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(Connected::H1(sender))
+        let c = self.dialer.connect().await?;
+        if let Connected::H2(s) = &c {
+            self.h2.set(Some(s.clone()));
+        }
+        Ok(c)
+    }
+
+    /// Send over an HTTP/2 connection just opened for a request in HTTP/1.1 form (`auto`:
+    /// the upstream chose `h2` by ALPN); it becomes the worker's HTTP/2 connection.
+    async fn send_on_new_h2(
+        &self,
+        mut sender: H2Sender,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.h2.set(Some(sender.clone()));
+        sender
+            .send_request(self.rewrite.to_h2(req))
+            .await
+            .map_err(|e| {
+                tracing::debug!(error = %e, "upstream request failed");
+                UpstreamError::Failed
+            })
     }
 }

@@ -1,20 +1,48 @@
 //! A request as the upstream gets it (SPEC sections 6 and 14), in HTTP/1.1 or HTTP/2 form.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, FORWARDED, HOST, TE};
-use http::uri::{PathAndQuery, Uri};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{HeaderMap, Request, Version};
 
+use super::error::UpstreamError;
 use super::headers::{self, append_grouped};
-use super::{Downstream, Upstream, UpstreamError};
 use crate::config::IdentityMode;
-use crate::identity::{grpc_header_name, TokenHeaderValues};
+use crate::identity::{grpc_header_name, TokenHeaderNames, TokenHeaderValues};
 use crate::request_body::RequestBody;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-impl Upstream {
+/// What rewriting needs of `[upstream]`, built once per worker.
+pub(super) struct Rewrite {
+    pub(super) scheme: Scheme,
+    pub(super) authority: Authority,
+    /// The upstream URL's path without trailing slash ("" when none).
+    pub(super) base_path: String,
+    pub(super) host: HeaderValue,
+    pub(super) mode: IdentityMode,
+    pub(super) forward_token: bool,
+    pub(super) proxy_token: Arc<ArcSwapOption<HeaderValue>>,
+    /// Names of the per-token identity headers (pod name and uid, credential id) in `mode`.
+    pub(super) token_header_names: TokenHeaderNames,
+    /// The same, spelled for gRPC requests.
+    pub(super) grpc_token_header_names: TokenHeaderNames,
+}
+
+/// The hop the request arrived on: the client's address, TLS or not, and whether it is a
+/// trusted proxy (then its forwarding headers were kept).
+#[derive(Clone, Copy)]
+pub(super) struct Hop<'a> {
+    pub(super) ip: &'a HeaderValue,
+    pub(super) tls: bool,
+    pub(super) trusted: bool,
+}
+
+impl Rewrite {
     /// The request as the upstream gets it: hop-by-hop headers gone, the token kept or dropped
     /// per mode, `Host` and `X-Forwarded-*` set, identity headers appended (spelled for gRPC
     /// on a gRPC request), the path prefixed with the upstream URL's. HTTP/1.1 (`h2` false):
@@ -26,7 +54,7 @@ impl Upstream {
         req: Request<RequestBody>,
         identity_headers: &[(HeaderName, HeaderValue)],
         token_headers: TokenHeaderValues,
-        conn: &Downstream,
+        conn: Hop<'_>,
         h2: bool,
     ) -> Result<Request<RequestBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
@@ -72,8 +100,7 @@ impl Upstream {
         if conn.trusted && headers.contains_key(FORWARDED) {
             // A trusted proxy's `Forwarded` list gets this hop's element too (else the
             // normalize stage removed it, and none is sent: `X-Forwarded-*` say the same).
-            if let Some(e) = headers::forwarded_element(&conn.ip, conn.tls, original_host.as_ref())
-            {
+            if let Some(e) = headers::forwarded_element(conn.ip, conn.tls, original_host.as_ref()) {
                 headers.append(FORWARDED, e);
             }
         }
