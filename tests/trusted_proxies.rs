@@ -138,3 +138,32 @@ async fn a_trusted_peer_keeps_its_forwarding_headers_and_the_proxy_appends() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_who_is_trusted_for_new_connections() {
+    let h = Harness::start().await;
+    let resp = send_forged(&h).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(all_spellings(&last(&h), "x-forwarded-for"), ["127.0.0.1"]);
+
+    let text = h
+        .config_text
+        .replacen("[server]", "[server]\ntrusted_proxies = [\"127.0.0.1\"]", 1);
+    let config = tokenreview_proxy::config::Config::parse(&text, "(reloaded)").expect("parses");
+    h.proxy
+        .as_ref()
+        .unwrap()
+        .reloader()
+        .apply(config)
+        .expect("reload");
+    let resp = send_forged(&h).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let rec = last(&h);
+    assert_eq!(
+        all_spellings(&rec, "x-forwarded-for").len(),
+        4,
+        "{:?}",
+        rec.headers
+    );
+    assert_eq!(all_spellings(&rec, "forwarded").len(), 3);
+}

@@ -362,11 +362,13 @@ async fn watch_upstream(chunks: usize, every: Duration) -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_watch_streams_past_the_upstream_timeout() {
-    // 8 events 400ms apart: 3.2s of body against a 1s upstream timeout.
+async fn a_slow_watch_streams_past_the_upstream_and_idle_timeouts() {
+    // 8 events 400ms apart: 3.2s of body against a 1s upstream timeout, and silences longer
+    // than the client connection's idle timeout (300ms).
     let addr = watch_upstream(8, Duration::from_millis(400)).await;
     let opts = Opts {
         upstream_extra: "timeout = \"1s\"".into(),
+        server_extra: "idle_timeout = \"300ms\"".into(),
         ..Opts::default()
     };
     let h = start_with_upstream_url(opts, &format!("http://{addr}")).await;

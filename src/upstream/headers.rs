@@ -4,8 +4,8 @@
 use http::header::{Entry, HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, TE};
 use http::HeaderMap;
 
-/// Hop-by-hop headers (RFC 9110 7.6.1), plus `Upgrade`: protocol upgrades (WebSocket) are not
-/// proxied. Strings, not a `const` array of `HeaderName`s: such a constant is built (and
+/// Hop-by-hop headers (RFC 9110 7.6.1), plus `Upgrade` (an upgrade the proxy forwards puts
+/// its own back: `upgrade.rs`). Strings, not a `const` array of `HeaderName`s: such a constant is built (and
 /// dropped) again at every use.
 const HOP_BY_HOP: [&str; 9] = [
     "connection",

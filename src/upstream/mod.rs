@@ -5,8 +5,12 @@
 //! HTTP/1 clients send one request at a time, so each downstream HTTP/1 connection gets an
 //! upstream connection of its own ([`UpstreamSlot`]): no pool lock, no pool lookup. HTTP/2
 //! clients multiplex and go through the worker's own pool, bounded by
-//! `upstream.max_connections` (`pool.rs`). Settings are built once from the config
-//! ([`UpstreamSettings`]); each worker thread makes its client from them.
+//! `upstream.max_connections` (`pool.rs`). Over HTTP/2 (`upstream.protocol`, SPEC section
+//! 14) every request of a worker shares one multiplexed connection instead (`h2.rs`). Protocol
+//! upgrades get a connection of their own and become a tunnel (`upgrade.rs`). New connections
+//! come from `dial.rs`; the request as the upstream sees it from `rewrite.rs`. Settings are
+//! built once from the config ([`UpstreamSettings`]); each worker thread makes its client from
+//! them.
 
 use std::future::{ready, Future};
 use std::sync::Arc;
