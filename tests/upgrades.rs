@@ -214,6 +214,17 @@ async fn spdy_upstream() -> (SocketAddr, Seen) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spdy_exec_upgrade_in_impersonate_mode_carries_impersonation_and_tunnels_bytes() {
+    spdy_exec(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spdy_exec_upgrade_works_on_the_listener_s_other_server_too() {
+    // A first byte alone ("P", as the h2c preface starts) sends a cleartext connection to
+    // hyper-util's auto server instead of the plain HTTP/1 one: upgrades work on both.
+    spdy_exec(true).await;
+}
+
+async fn spdy_exec(first_byte_alone: bool) {
     let (addr, seen) = spdy_upstream().await;
     let mut file = tempfile::NamedTempFile::new().expect("tempfile");
     std::io::Write::write_all(&mut file, b"proxy-sa-token\n").expect("write");
@@ -238,7 +249,13 @@ async fn spdy_exec_upgrade_in_impersonate_mode_carries_impersonation_and_tunnels
          Upgrade: SPDY/3.1\r\n\
          Content-Length: 0\r\n\r\n"
     );
-    s.write_all(request.as_bytes()).await.expect("write");
+    if first_byte_alone {
+        s.write_all(&request.as_bytes()[..1]).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(&request.as_bytes()[1..]).await.expect("write");
+    } else {
+        s.write_all(request.as_bytes()).await.expect("write");
+    }
     // The 101 head, then the upstream's banner.
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
