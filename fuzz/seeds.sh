@@ -35,7 +35,9 @@ printf '%s' '{"apiVersion":"authentication.k8s.io/v1beta1","kind":"SubjectAccess
 
 for f in config/*.toml; do cp "$f" "$s/config/"; done
 
-printf 'Host: example\nAuthorization: Bearer x\nX-Remote-User: root\nX_Remote_Group: system:masters\nImpersonate-Extra-Scopes: all\nAccept: */*\n' >"$s/headers/spoofed"
-printf 'Connection: keep-alive, X-Secret\nConnection: close\nX-Secret: 1\nKeep-Alive: timeout=5\nTE: trailers\nUpgrade: websocket\nTransfer-Encoding: chunked\nX-Keep: 1\n' >"$s/headers/hop-by-hop"
-printf 'Proxy-Authorization: Basic eA==\nProxy-Connection: keep-alive\nTrailer: X-Checksum\nX-Forwarded-For: 192.0.2.1\nConnection: Authorization , x-remote-uid\nAuthorization: Bearer y\n' >"$s/headers/proxy"
+printf '\001Host: example\nAuthorization: Bearer x\nX-Remote-User: root\nX_Remote_Group: system:masters\nImpersonate-Extra-Scopes: all\nAccept: */*\n' >"$s/headers/spoofed"
+printf '\001Connection: keep-alive, X-Secret\nConnection: close\nX-Secret: 1\nKeep-Alive: timeout=5\nTE: trailers\nUpgrade: websocket\nTransfer-Encoding: chunked\nX-Keep: 1\n' >"$s/headers/hop-by-hop"
+printf '\001Proxy-Authorization: Basic eA==\nProxy-Connection: keep-alive\nTrailer: X-Checksum\nX-Forwarded-For: 192.0.2.1\nConnection: Authorization , x-remote-uid\nAuthorization: Bearer y\n' >"$s/headers/proxy"
+printf '\001X-Forwarded-For: 203.0.113.7\nX_Forwarded_Proto: https\nx.forwarded.host: admin\nForwarded: for=203.0.113.8\nX-Forwarded-Port: 443\nAccept: */*\n' >"$s/headers/forwarded-untrusted"
+printf '\000X-Forwarded-For: 203.0.113.7\nX_Forwarded_Proto: https\nForwarded: for=203.0.113.8\nX-Remote-User: root\n' >"$s/headers/forwarded-trusted"
 echo "seeds written to $s, key set to fuzz/fixtures/jwks.json"

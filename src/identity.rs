@@ -11,7 +11,8 @@ mod extra;
 mod token_ids;
 use extra::known_extra_header;
 pub use extra::{
-    EXTRA_CREDENTIAL_ID, EXTRA_NODE_NAME, EXTRA_NODE_UID, EXTRA_POD_NAME, EXTRA_POD_UID,
+    grpc_header_name, EXTRA_CREDENTIAL_ID, EXTRA_NODE_NAME, EXTRA_NODE_UID, EXTRA_POD_NAME,
+    EXTRA_POD_UID,
 };
 pub use token_ids::{TokenHeaderNames, TokenHeaderValues, TokenIds};
 

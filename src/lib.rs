@@ -15,6 +15,7 @@
 //!                   ─► keys (arc-swap) ─► signature ─► identity ─► insert  [keys, identity]
 //!         authorize    the runtime's policy (allow-all for now)            [authz]
 //!         forward      identity headers (pre-built) ─► upstream ─► stream back [upstream]
+//!                      (HTTP/1.1 or HTTP/2; upgrades become tunnels)
 //!    request bodies: a stall past request_body_timeout ends them (408)     [request_body]
 //!    every refusal is a response from one place                            [response]
 //! config ─► runtime::build ─► Runtime (issuers, cache, policy, upstream), swappable [runtime]

@@ -201,6 +201,15 @@ async fn serve_connection(
     let activity = Arc::new(Activity::new());
     let ip = HeaderValue::from_str(&remote.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    // As of this connection's start: a reload applies to the next connections.
+    let trusted = worker
+        .load()
+        .runtime
+        .config
+        .server
+        .trusted_proxies
+        .iter()
+        .any(|c| c.contains(remote.ip()));
     // Cleartext: HTTP/1 unless the first bytes may be the h2c preface.
     let http1_only = if settings.tls.is_none() {
         match speaks_http1(&stream, settings.header_read_timeout).await {
@@ -218,7 +227,7 @@ async fn serve_connection(
     );
     match &settings.tls {
         None => {
-            let peer = Arc::new(Peer::new(Downstream::new(ip, false)));
+            let peer = Arc::new(Peer::new(Downstream::new(ip, false, trusted)));
             drive(worker, io, peer, activity, &settings, shutdown, http1_only).await;
         }
         Some(current) => {
@@ -240,7 +249,7 @@ async fn serve_connection(
             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                 activity.set_http2();
             }
-            let peer = Arc::new(Peer::new(Downstream::new(ip, true)));
+            let peer = Arc::new(Peer::new(Downstream::new(ip, true, trusted)));
             drive(worker, tls, peer, activity, &settings, shutdown, false).await;
         }
     }
@@ -272,11 +281,12 @@ async fn drive<I>(
             r
         }
     });
-    // The same supervision for either server; only the connection's type differs.
+    // The same supervision for either server; only the connection's type differs. Both
+    // hand a connection over on a protocol upgrade (`upstream/upgrade.rs`).
     macro_rules! serve_with {
-        ($builder:expr) => {
+        ($conn:expr) => {
             supervise(
-                $builder.serve_connection(TokioIo::new(io), svc),
+                $conn,
                 |c| c.graceful_shutdown(),
                 settings,
                 activity,
@@ -288,9 +298,14 @@ async fn drive<I>(
         };
     }
     if http1_only {
-        serve_with!(settings.http1);
+        serve_with!(settings
+            .http1
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades());
     } else {
-        serve_with!(settings.builder);
+        serve_with!(settings
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc));
     }
 }
 

@@ -173,7 +173,8 @@ impl RequestMetrics {
     /// An upstream response arrived with `status`.
     pub fn upstream_status(&self, status: StatusCode) {
         let i = match status.as_u16() {
-            200..=299 => 0,
+            // A 101 (an upgrade the upstream accepted) counts as a success.
+            100..=299 => 0,
             300..=399 => 1,
             400..=499 => 2,
             _ => 3,

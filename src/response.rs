@@ -1,6 +1,7 @@
 //! Every response the proxy makes itself (SPEC section 7): the 401s with their
 //! `WWW-Authenticate` realm and reason, 400, 403, 404, 405, 408, 431, 502/504, 503 with
-//! `Retry-After`, and the Kubernetes `Status` objects of the TokenReview API. The proxy stages
+//! `Retry-After`, the Kubernetes `Status` objects of the TokenReview API, and each of them
+//! reshaped for gRPC clients ([`grpc`]). The proxy stages
 //! and TokenReview both answer from here, so a status and its wording are written once.
 //!
 //! Each builder is `#[cold]` and never inlined: they run only on failure paths, and their code
@@ -10,9 +11,10 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt, Either, Full};
 use serde_json::json;
 
 use crate::upstream::UpstreamBody;
@@ -243,4 +245,104 @@ pub fn status_unauthorized(message: &str, challenge: HeaderValue) -> Response<Bo
     let mut r = status(StatusCode::UNAUTHORIZED, "Unauthorized", message);
     r.headers_mut().insert(WWW_AUTHENTICATE, challenge);
     r
+}
+
+/// A response of the proxy's own, as a gRPC client must see it (SPEC section 7): HTTP 200,
+/// `content-type: application/grpc`, no body, the status in `grpc-status` and the reason in
+/// `grpc-message` (a trailers-only response). Other headers (`WWW-Authenticate`,
+/// `Retry-After`) stay. The upstream's responses and successes pass unchanged.
+#[cold]
+#[inline(never)]
+pub fn grpc(resp: Response<Body>) -> Response<Body> {
+    if resp.status().is_success() || resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let full = match body {
+        Either::Left(upstream) => return Response::from_parts(parts, Either::Left(upstream)),
+        Either::Right(full) => full,
+    };
+    // Our own bodies are whole already: collecting one never waits.
+    let text = full
+        .collect()
+        .now_or_never()
+        .and_then(Result::ok)
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let code = grpc_status(parts.status);
+    parts.status = StatusCode::OK;
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    parts.headers.insert(
+        "grpc-status",
+        HeaderValue::from_str(&code.to_string()).unwrap_or(HeaderValue::from_static("2")),
+    );
+    if let Ok(message) = HeaderValue::from_str(&grpc_message(text.trim_ascii())) {
+        parts.headers.insert("grpc-message", message);
+    }
+    Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
+}
+
+/// gRPC's status for an HTTP status of ours, after gRPC's own HTTP mapping
+/// (doc/http-grpc-status-mapping.md in the grpc repository), with 405 as UNIMPLEMENTED, 408
+/// as DEADLINE_EXCEEDED and 431 as RESOURCE_EXHAUSTED.
+pub fn grpc_status(status: StatusCode) -> u8 {
+    match status.as_u16() {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 | 405 => 12,             // UNIMPLEMENTED
+        408 => 4,                    // DEADLINE_EXCEEDED
+        431 => 8,                    // RESOURCE_EXHAUSTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
+/// `grpc-message` encoding: bytes outside printable ASCII, and `%`, percent-encoded.
+fn grpc_message(text: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &c in text {
+        if (0x20..=0x7e).contains(&c) && c != b'%' {
+            out.push(char::from(c));
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_become_trailers_only_grpc_responses() {
+        let r = grpc(rejected(Reject::Expired));
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+        assert_eq!(r.headers()["grpc-status"], "16");
+        assert_eq!(r.headers()["grpc-message"], "invalid token: expired");
+        assert!(r.headers().contains_key(WWW_AUTHENTICATE));
+        assert_eq!(r.extensions().get::<Reject>(), Some(&Reject::Expired));
+        for (resp, code) in [
+            (missing_token(), "16"),
+            (forbidden(), "7"),
+            (unavailable(), "14"),
+            (upstream_timeout(), "14"),
+            (upstream_unreachable(), "14"),
+            (connect_refused(), "12"),
+            (bad_request_body(), "13"),
+        ] {
+            let r = grpc(resp);
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(r.headers()["grpc-status"], code);
+        }
+        assert_eq!(grpc_message(b"50% \xc3\xa9"), "50%25 %C3%A9");
+        // A success is left alone.
+        let ok = grpc(json(StatusCode::OK, b"{}".to_vec()));
+        assert_eq!(ok.headers()["content-type"], "application/json");
+    }
 }

@@ -1,11 +1,14 @@
 //! Header hygiene on an arbitrary header map: `normalize::strip_spoofable` (stage 1) then
 //! `upstream::strip_hop_by_hop` (before forwarding), checked against their contract. Input:
-//! `name: value` lines; lines that are not a valid header are skipped.
+//! a first byte whose low bit says whether the peer is a trusted proxy (else forwarding
+//! headers go too), then `name: value` lines; lines that are not a valid header are skipped.
 #![no_main]
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
 use libfuzzer_sys::fuzz_target;
-use tokenreview_proxy::pipeline::normalize::{is_spoofable, oversized_header, strip_spoofable};
+use tokenreview_proxy::pipeline::normalize::{
+    is_forwarding, is_spoofable, oversized_header, strip_spoofable,
+};
 use tokenreview_proxy::upstream::strip_hop_by_hop;
 
 const HOP_BY_HOP: [&str; 9] = [
@@ -50,15 +53,22 @@ fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let Some((&flags, data)) = data.split_first() else {
+        return;
+    };
+    let untrusted = flags & 1 == 1;
     let original = header_map(data);
     let mut headers = original.clone();
     let _ = oversized_header(&headers, 8192);
-    strip_spoofable(&mut headers);
+    strip_spoofable(&mut headers, untrusted);
     strip_hop_by_hop(&mut headers);
 
     let listed = connection_options(&original);
     let must_go = |n: &HeaderName| {
-        is_spoofable(n.as_str()) || HOP_BY_HOP.contains(&n.as_str()) || listed.contains(n)
+        is_spoofable(n.as_str())
+            || (untrusted && is_forwarding(n.as_str()))
+            || HOP_BY_HOP.contains(&n.as_str())
+            || listed.contains(n)
     };
     for name in original.keys() {
         if must_go(name) {

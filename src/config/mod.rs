@@ -11,10 +11,12 @@
 use std::path::Path;
 
 mod checks;
+mod protocols;
 mod raw;
 mod types;
 mod validate;
 
+pub use protocols::{Cidr, UpstreamProtocol};
 pub use types::{
     AdminConfig, CacheConfig, ClaimMappings, ClaimsMode, Config, ConfigError, IdentityMode,
     IssuerConfig, KeySource, KubernetesConfig, LogConfig, LogFormat, ServerConfig, TlsFiles,
@@ -92,13 +94,21 @@ impl Config {
             self.server.max_connections,
             self.server.max_header_bytes
         );
+        let trusted: Vec<String> = self
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let _ = writeln!(s, "server: trusted_proxies {trusted:?}");
         let _ = writeln!(s, "admin: listen {}", self.admin.listen);
         match &self.upstream {
             Some(u) => {
                 let _ = writeln!(
                     s,
-                    "upstream: {} identity_headers={} forward_token={} timeout={} max_connections={}",
+                    "upstream: {} protocol={} identity_headers={} forward_token={} timeout={} max_connections={}",
                     u.url,
+                    u.protocol.as_str(),
                     u.identity_headers.as_str(),
                     u.forward_token,
                     checks::written(u.timeout),

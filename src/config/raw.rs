@@ -54,6 +54,7 @@ pub(super) struct RawServer {
     pub(super) max_connections: Option<usize>,
     pub(super) request_body_timeout: Option<String>,
     pub(super) workers: Option<usize>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +76,7 @@ pub(super) struct RawUpstream {
     pub(super) connect_timeout: Option<String>,
     pub(super) timeout: Option<String>,
     pub(super) max_connections: Option<usize>,
+    pub(super) protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

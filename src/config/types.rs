@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::protocols::{Cidr, UpstreamProtocol};
 use crate::keys::Alg;
 
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16384;
@@ -115,6 +116,8 @@ pub struct ServerConfig {
     pub request_body_timeout: Duration,
     /// Worker threads, each with its own runtime and `SO_REUSEPORT` listener. Default: cores.
     pub workers: usize,
+    /// Peers whose `X-Forwarded-*` and `Forwarded` headers are kept (SPEC section 14).
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -149,6 +152,7 @@ pub struct UpstreamConfig {
     /// Per worker thread: the most upstream connections HTTP/2 clients' requests use at once;
     /// more requests wait for one to free up.
     pub max_connections: usize,
+    pub protocol: UpstreamProtocol,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::protocols;
 use super::raw::{
     RawAdmin, RawCache, RawConfig, RawIssuer, RawKubernetes, RawLog, RawServer, RawTokenReview,
     RawUpstream,
@@ -193,6 +194,8 @@ fn server(s: &RawServer, f: File) -> Result<ServerConfig, ConfigError> {
         max_connections,
         request_body_timeout,
         workers,
+        trusted_proxies: protocols::trusted_proxies(s.trusted_proxies.as_deref())
+            .map_err(|(k, m)| f.err(&k, m))?,
     })
 }
 
@@ -287,6 +290,8 @@ fn upstream(u: &RawUpstream, f: File) -> Result<UpstreamConfig, ConfigError> {
         )?,
         timeout: f.dur("upstream.timeout", &u.timeout, DEFAULT_UPSTREAM_TIMEOUT)?,
         max_connections,
+        protocol: protocols::upstream_protocol(u.protocol.as_deref())
+            .map_err(|m| f.err("upstream.protocol", m))?,
     })
 }
 

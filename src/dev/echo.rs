@@ -20,7 +20,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::keys::hex;
-use super::serve::{hang_up, json_text, lock, respond, serve, text, HandlerResult, Running};
+use super::serve::{
+    hang_up, json_text, lock, respond, serve, text, tls_acceptor, HandlerResult, Running,
+};
 
 /// How many recent requests [`EchoUpstream::requests`] keeps (bounded so
 /// `dev` mode and load tests do not grow without limit).
@@ -59,6 +61,7 @@ struct EchoLog {
 #[must_use = "the upstream stops serving when its last handle is dropped"]
 pub struct EchoUpstream {
     inner: Arc<Running<Mutex<EchoLog>>>,
+    tls: bool,
 }
 
 impl std::fmt::Debug for EchoUpstream {
@@ -81,6 +84,19 @@ impl EchoUpstream {
         let running = serve(listener, None, Arc::default(), echo_respond)?;
         Ok(EchoUpstream {
             inner: Arc::new(running),
+            tls: false,
+        })
+    }
+
+    /// Serves HTTPS on `127.0.0.1:<random port>` with this certificate, offering `h2` and
+    /// `http/1.1` by ALPN.
+    pub async fn start_tls(cert_chain_pem: &str, key_pem: &str) -> std::io::Result<EchoUpstream> {
+        let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+        let acceptor = tls_acceptor(cert_chain_pem, key_pem)?;
+        let running = serve(listener, Some(acceptor), Arc::default(), echo_respond)?;
+        Ok(EchoUpstream {
+            inner: Arc::new(running),
+            tls: true,
         })
     }
 
@@ -89,7 +105,8 @@ impl EchoUpstream {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.inner.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.inner.addr)
     }
 
     /// The most recent requests (up to [`RECORDED_REQUESTS_KEPT`]), oldest first.

@@ -5,7 +5,9 @@ use std::borrow::Cow;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::extra::{known_extra_header, EXTRA_CREDENTIAL_ID, EXTRA_POD_NAME, EXTRA_POD_UID};
+use super::extra::{
+    known_extra_grpc_header, known_extra_header, EXTRA_CREDENTIAL_ID, EXTRA_POD_NAME, EXTRA_POD_UID,
+};
 use crate::config::IdentityMode;
 use crate::verify::{Claims, Reject};
 
@@ -260,8 +262,16 @@ pub struct TokenHeaderNames(Option<[HeaderName; 3]>);
 
 impl TokenHeaderNames {
     pub fn new(mode: IdentityMode) -> TokenHeaderNames {
-        let names = [EXTRA_POD_NAME, EXTRA_POD_UID, EXTRA_CREDENTIAL_ID]
-            .map(|key| known_extra_header(mode, key));
+        Self::with(|key| known_extra_header(mode, key))
+    }
+
+    /// The names on gRPC requests (`_` escapes: SPEC section 14).
+    pub fn grpc(mode: IdentityMode) -> TokenHeaderNames {
+        Self::with(|key| known_extra_grpc_header(mode, key))
+    }
+
+    fn with(name: impl Fn(&str) -> Option<HeaderName>) -> TokenHeaderNames {
+        let names = [EXTRA_POD_NAME, EXTRA_POD_UID, EXTRA_CREDENTIAL_ID].map(name);
         TokenHeaderNames(match names {
             [Some(a), Some(b), Some(c)] => Some([a, b, c]),
             _ => None,

@@ -87,6 +87,7 @@ pub fn handle<'a>(
     req: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'a {
     let rt = &*worker.runtime;
+    let grpc = normalize::is_grpc(&req);
     if normalize::oversized_header(req.headers(), rt.config.server.max_header_bytes) {
         return future::Either::Left(ready(Ok(response::header_too_large())));
     }
@@ -103,7 +104,10 @@ pub fn handle<'a>(
         future::Either::Right(proxy(worker, peer, req))
     };
     let m = &worker.shared.metrics;
-    future::Either::Right(resp.map(move |resp| {
+    future::Either::Right(resp.map(move |mut resp| {
+        if grpc {
+            resp = response::grpc(resp);
+        }
         let took = started.elapsed();
         m.duration.record(took.as_secs_f64());
         if let Some(entry) = access {
@@ -128,7 +132,7 @@ fn proxy<'a>(
     let Some(upstream) = &worker.upstream else {
         return future::Either::Left(ready(response::not_found()));
     };
-    normalize::strip_spoofable(req.headers_mut());
+    normalize::strip_spoofable(req.headers_mut(), !peer.downstream.trusted);
     let token = match extract::bearer(req.headers()) {
         Bearer::Token(t) => t,
         no_token => return future::Either::Left(ready(extract::refused(no_token, m))),

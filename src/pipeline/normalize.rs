@@ -2,10 +2,21 @@
 //! anything reads the request. It bounds each header line (431 over
 //! `server.max_header_bytes`) and, for requests to proxy, removes every identity header a
 //! client could send to claim an identity (SPEC section 6), whatever its token and the mode.
-//! It may remove headers; it never adds any. `CONNECT` ends here (405, never forwarded: SPEC
+//! From a peer outside `server.trusted_proxies` it also removes every forwarding header
+//! (`Forwarded`, `X-Forwarded-*`, any spelling: SPEC section 14). It may remove headers; it
+//! never adds any. `CONNECT` ends here (405, never forwarded: SPEC
 //! section 14). SPEC section 11's path normalization joins it.
 
 use http::{HeaderMap, HeaderName, Method};
+
+/// Is this a gRPC request (`content-type: application/grpc*`), whose refusals must be gRPC
+/// statuses (SPEC section 7)? gRPC runs over HTTP/2 (gRPC-Web also over HTTP/1.1, with a
+/// body): an HTTP/1.1 request without a body (the common `GET`) is not looked up.
+#[inline]
+pub fn is_grpc<B: hyper::body::Body>(req: &http::Request<B>) -> bool {
+    (req.version() == http::Version::HTTP_2 || !req.body().is_end_stream())
+        && crate::upstream::is_grpc(req.headers())
+}
 
 /// `CONNECT` asks for a tunnel to another host, which this proxy never opens: 405.
 pub fn is_connect(method: &Method) -> bool {
@@ -54,17 +65,38 @@ pub fn is_spoofable(name: &str) -> bool {
         || PREFIX.iter().any(|p| matches_prefix(p))
 }
 
-/// Remove every spoofable identity header.
-pub fn strip_spoofable(headers: &mut HeaderMap) {
+/// Is this a header that says where a request came from: `Forwarded`, or any `X-Forwarded-*`
+/// (`-For`, `-Proto`, `-Host`, and the others upstreams read: `-Port`, `-Prefix`,
+/// `-Client-Cert`), in any case and with `-`, `_` or `.` as separators? Only a trusted proxy
+/// may send these (SPEC section 14). `name` is lowercase.
+pub fn is_forwarding(name: &str) -> bool {
+    let b = name.as_bytes();
+    match b.first() {
+        Some(b'x') => {
+            const P: &[u8] = b"x-forwarded-";
+            b.len() > P.len()
+                && b.iter()
+                    .zip(P)
+                    .all(|(&x, &p)| x == p || (p == b'-' && matches!(x, b'_' | b'.')))
+        }
+        Some(b'f') => b == b"forwarded",
+        _ => false,
+    }
+}
+
+/// Remove every spoofable identity header and, from a peer that is not a trusted proxy
+/// (`untrusted_peer`), every forwarding header ([`is_forwarding`]): the forward stage then
+/// sets them from its own view of the connection.
+pub fn strip_spoofable(headers: &mut HeaderMap, untrusted_peer: bool) {
+    let doomed = |k: &HeaderName| {
+        let k = k.as_str();
+        is_spoofable(k) || (untrusted_peer && is_forwarding(k))
+    };
     // Rare in practice: scan first, allocate only when there is something to remove.
-    if !headers.keys().any(|k| is_spoofable(k.as_str())) {
+    if !headers.keys().any(doomed) {
         return;
     }
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_spoofable(k.as_str()))
-        .cloned()
-        .collect();
+    let doomed: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
     for name in doomed {
         headers.remove(&name);
     }
@@ -118,8 +150,63 @@ mod tests {
             "root".parse().unwrap(),
         );
         h.append("accept", "*/*".parse().unwrap());
-        strip_spoofable(&mut h);
+        strip_spoofable(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn forwarding_spellings() {
+        for n in [
+            "forwarded",
+            "x-forwarded-for",
+            "x_forwarded_for",
+            "x.forwarded.for",
+            "x-forwarded_proto",
+            "x.forwarded-host",
+            "x-forwarded-port",
+            "x_forwarded_client_cert",
+        ] {
+            assert!(is_forwarding(n), "{n}");
+        }
+        for n in [
+            "x-forwarded-",
+            "x-forwarded",
+            "forwarded-for",
+            "xforwarded-for",
+            "x-real-ip",
+            "accept",
+        ] {
+            assert!(!is_forwarding(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_go_only_for_untrusted_peers() {
+        let sent = || {
+            let mut h = HeaderMap::new();
+            for n in [
+                "x-forwarded-for",
+                "x_forwarded_for",
+                "forwarded",
+                "x.forwarded.host",
+            ] {
+                h.append(HeaderName::from_static(n), "203.0.113.7".parse().unwrap());
+            }
+            h.append("x-remote-user", "root".parse().unwrap());
+            h.append("accept", "*/*".parse().unwrap());
+            h
+        };
+        let mut h = sent();
+        strip_spoofable(&mut h, true);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+        let mut h = sent();
+        strip_spoofable(&mut h, false);
+        assert_eq!(
+            h.len(),
+            5,
+            "a trusted proxy's forwarding headers stay: {h:?}"
+        );
+        assert!(!h.contains_key("x-remote-user"));
     }
 }

@@ -1,11 +1,11 @@
 //! Header hygiene towards the upstream (SPEC section 6): hop-by-hop headers out, including
 //! those a `Connection` option names, and the identity headers appended in runs.
 
-use http::header::{Entry, HeaderName, HeaderValue, CONNECTION};
+use http::header::{Entry, HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, TE};
 use http::HeaderMap;
 
-/// Hop-by-hop headers (RFC 9110 7.6.1), plus `Upgrade`: protocol upgrades (WebSocket) are not
-/// proxied. Strings, not a `const` array of `HeaderName`s: such a constant is built (and
+/// Hop-by-hop headers (RFC 9110 7.6.1), plus `Upgrade` (an upgrade the proxy forwards puts
+/// its own back: `upgrade.rs`). Strings, not a `const` array of `HeaderName`s: such a constant is built (and
 /// dropped) again at every use.
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -35,20 +35,64 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     }
 }
 
+/// What one pass over a head's names found: hop-by-hop headers to remove, and whether a
+/// `Content-Type` is there (only then is a request looked at as gRPC).
+#[derive(Clone, Copy, Default)]
+pub struct Scan {
+    connection: bool,
+    /// A hop-by-hop header other than `Connection`.
+    others: bool,
+    pub content_type: bool,
+}
+
+/// One pass over the names.
+pub fn scan(headers: &HeaderMap) -> Scan {
+    let mut s = Scan::default();
+    for name in headers.keys() {
+        if name == CONNECTION {
+            s.connection = true;
+        } else if name == CONTENT_TYPE {
+            s.content_type = true;
+        } else if is_hop_by_hop(name) {
+            s.others = true;
+        }
+    }
+    s
+}
+
+/// Is this a gRPC request (`content-type: application/grpc*`, SPEC section 14)?
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .get(..16)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
+    })
+}
+
+/// Does the request say `TE: trailers` (which HTTP/2 keeps: gRPC servers require it)?
+pub fn te_trailers(headers: &HeaderMap, scan: &Scan) -> bool {
+    scan.others
+        && headers.get_all(TE).iter().any(|v| {
+            v.as_bytes()
+                .split(|&c| c == b',')
+                .any(|o| o.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+        })
+}
+
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let s = scan(headers);
+    strip_scanned(headers, &s);
+}
+
+/// [`strip_hop_by_hop`], with the names already scanned.
+pub fn strip_scanned(headers: &mut HeaderMap, s: &Scan) {
     // Requests mostly carry none; responses mostly carry only `Connection: keep-alive`. So one
     // pass over the names, then hashed removals only for what is there, and no allocation
     // unless a `Connection` option names a header that is present.
-    let mut connection = false;
-    let mut others = false;
-    for name in headers.keys() {
-        if name == CONNECTION {
-            connection = true;
-        } else if is_hop_by_hop(name) {
-            others = true;
-        }
-    }
+    let Scan {
+        connection, others, ..
+    } = *s;
     if connection {
         // Never let `Connection: authorization` smuggle a header past our own rules: every
         // header a `Connection` option names is dropped. One hashed look-up takes the values
@@ -111,8 +155,59 @@ pub fn append_grouped(headers: &mut HeaderMap, pairs: &[(HeaderName, HeaderValue
     }
 }
 
+/// This hop's `Forwarded` element (RFC 7239): `for=` the client, `proto=`, `host=` the `Host`
+/// it asked for. Values that are not tokens are quoted (an IPv6 address also bracketed).
+pub fn forwarded_element(
+    ip: &HeaderValue,
+    tls: bool,
+    host: Option<&HeaderValue>,
+) -> Option<HeaderValue> {
+    let ip = ip.to_str().ok()?;
+    let mut e = if ip.contains(':') {
+        format!("for=\"[{ip}]\"")
+    } else {
+        format!("for={ip}")
+    };
+    e.push_str(if tls { ";proto=https" } else { ";proto=http" });
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+        let token = !h.is_empty()
+            && h.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
+        if token {
+            e.push_str(";host=");
+            e.push_str(h);
+        } else if !h.contains(['"', '\\']) {
+            e.push_str(";host=\"");
+            e.push_str(h);
+            e.push('"');
+        }
+    }
+    HeaderValue::from_str(&e).ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn forwarded_elements_quote_what_is_not_a_token() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        let e = |ip, tls, host: Option<&HeaderValue>| {
+            forwarded_element(&v(ip), tls, host)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(e("10.1.2.3", false, None), "for=10.1.2.3;proto=http");
+        assert_eq!(
+            e("::1", true, Some(&v("api.example"))),
+            "for=\"[::1]\";proto=https;host=api.example"
+        );
+        assert_eq!(
+            e("10.1.2.3", false, Some(&v("api.example:8443"))),
+            "for=10.1.2.3;proto=http;host=\"api.example:8443\""
+        );
+    }
+
     use super::*;
     use http::header::{self, AUTHORIZATION};
 

@@ -5,8 +5,12 @@
 //! HTTP/1 clients send one request at a time, so each downstream HTTP/1 connection gets an
 //! upstream connection of its own ([`UpstreamSlot`]): no pool lock, no pool lookup. HTTP/2
 //! clients multiplex and go through the worker's own pool, bounded by
-//! `upstream.max_connections` (`pool.rs`). Settings are built once from the config
-//! ([`UpstreamSettings`]); each worker thread makes its client from them.
+//! `upstream.max_connections` (`pool.rs`). Over HTTP/2 (`upstream.protocol`, SPEC section
+//! 14) every request of a worker shares one multiplexed connection instead (`h2.rs`). Protocol
+//! upgrades get a connection of their own and become a tunnel (`upgrade.rs`). New connections
+//! come from `dial.rs`; the request as the upstream sees it from `rewrite.rs`. Settings are
+//! built once from the config ([`UpstreamSettings`]); each worker thread makes its client from
+//! them.
 
 use std::future::{ready, Future};
 use std::sync::Arc;
@@ -14,43 +18,34 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use futures_util::future::{Either, FutureExt};
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::header::{HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use tower_service::Service;
 
 use crate::cold::out_of_line;
-use crate::config::{IdentityMode, UpstreamConfig};
+use crate::config::{IdentityMode, UpstreamConfig, UpstreamProtocol};
 use crate::identity::{TokenHeaderNames, TokenHeaderValues};
 use crate::request_body::RequestBody;
 use crate::tls;
 
 mod deadline;
+mod dial;
+mod error;
+mod h2;
 mod headers;
 mod pool;
+mod rewrite;
+mod upgrade;
 
 pub use deadline::{DeadlineWatch, UpstreamDeadline};
-use headers::append_grouped;
-pub use headers::strip_hop_by_hop;
+use dial::{Connected, Dialer, H1Sender as Sender, H2Sender};
+pub use error::UpstreamError;
+use h2::H2Conn;
+pub use headers::{is_grpc, strip_hop_by_hop};
 use pool::Pool;
 pub use pool::UpstreamBody;
-
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("upstream unreachable")]
-    Unreachable,
-    #[error("upstream timed out")]
-    Timeout,
-    #[error("upstream request failed")]
-    Failed,
-}
-
-type Connector = HttpsConnector<HttpConnector>;
-type Sender = http1::SendRequest<RequestBody>;
+use rewrite::{Hop, Rewrite};
 
 /// The upstream's response head as the client gets it (hop-by-hop headers gone), or why there
 /// is none (`None`: the upstream timeout passed).
@@ -88,15 +83,19 @@ pub struct Downstream {
     /// The client's IP, as a header value built once per connection.
     pub ip: HeaderValue,
     pub tls: bool,
+    /// The peer is in `server.trusted_proxies`: its forwarding headers are kept and appended
+    /// to (else the normalize stage removed them).
+    pub trusted: bool,
     pub slot: UpstreamSlot,
     pub deadline: UpstreamDeadline,
 }
 
 impl Downstream {
-    pub fn new(ip: HeaderValue, tls: bool) -> Downstream {
+    pub fn new(ip: HeaderValue, tls: bool, trusted: bool) -> Downstream {
         Downstream {
             ip,
             tls,
+            trusted,
             slot: Default::default(),
             deadline: Default::default(),
         }
@@ -118,6 +117,7 @@ pub struct UpstreamSettings {
     forward_token: bool,
     timeout: Duration,
     max_connections: usize,
+    protocol: UpstreamProtocol,
     proxy_token: Arc<ArcSwapOption<HeaderValue>>,
 }
 
@@ -151,6 +151,7 @@ impl UpstreamSettings {
             forward_token: cfg.forward_token,
             timeout: cfg.timeout,
             max_connections: cfg.max_connections,
+            protocol: cfg.protocol,
             proxy_token,
         })
     }
@@ -165,49 +166,39 @@ impl UpstreamSettings {
 /// connection's own upstream connection ([`UpstreamSlot`]); requests from HTTP/2 clients, which
 /// multiplex, go through this worker's own bounded connection pool (no cross-thread locking).
 pub struct Upstream {
-    connector: Connector,
+    dialer: Dialer,
+    rewrite: Rewrite,
     pool: Arc<Pool>,
-    scheme: Scheme,
-    authority: Authority,
-    /// The upstream URL's path without trailing slash ("" when none).
-    base_path: String,
-    host: HeaderValue,
-    mode: IdentityMode,
-    /// Names of the per-token identity headers (pod name and uid, credential id) in `mode`.
-    token_header_names: TokenHeaderNames,
-    forward_token: bool,
     timeout: Duration,
-    proxy_token: Arc<ArcSwapOption<HeaderValue>>,
+    /// The HTTP/2 connection (`protocol = "http2"`, or `auto` and ALPN chose `h2`).
+    h2: H2Conn,
 }
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 impl Upstream {
     /// One worker thread's client (its connection tasks run on the runtime that sends).
     pub fn new(s: &UpstreamSettings) -> Upstream {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(s.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(s.tls.clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Upstream {
-            connector,
+            dialer: Dialer::new(
+                &s.tls,
+                s.connect_timeout,
+                s.protocol,
+                s.scheme.clone(),
+                s.authority.clone(),
+            ),
+            rewrite: Rewrite {
+                scheme: s.scheme.clone(),
+                authority: s.authority.clone(),
+                base_path: s.base_path.clone(),
+                host: s.host.clone(),
+                mode: s.mode,
+                forward_token: s.forward_token,
+                proxy_token: s.proxy_token.clone(),
+                token_header_names: TokenHeaderNames::new(s.mode),
+                grpc_token_header_names: TokenHeaderNames::grpc(s.mode),
+            },
             pool: Pool::new(s.max_connections),
-            scheme: s.scheme.clone(),
-            authority: s.authority.clone(),
-            base_path: s.base_path.clone(),
-            host: s.host.clone(),
-            mode: s.mode,
-            token_header_names: TokenHeaderNames::new(s.mode),
-            forward_token: s.forward_token,
             timeout: s.timeout,
-            proxy_token: s.proxy_token.clone(),
+            h2: H2Conn::default(),
         }
     }
 
@@ -218,7 +209,7 @@ impl Upstream {
 
     /// The upstream's `host[:port]`, for logs.
     pub fn authority(&self) -> &Authority {
-        &self.authority
+        &self.rewrite.authority
     }
 
     /// Rewrite an authenticated request for the upstream and send it. The caller has already
@@ -240,10 +231,36 @@ impl Upstream {
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
         // HTTP/1 clients send one request at a time: they get their own upstream connection.
         let dedicated = req.version() <= Version::HTTP_11;
-        let req = match self.rewrite(req, identity_headers, token_headers, conn) {
+        let upgrade = upgrade::wanted(&req);
+        // Upgrades exist only in HTTP/1.1.
+        let h2 = upgrade.is_none() && self.dialer.speaks_h2();
+        let hop = Hop {
+            ip: &conn.ip,
+            tls: conn.tls,
+            trusted: conn.trusted,
+        };
+        let rewritten = self
+            .rewrite
+            .rewrite(req, identity_headers, token_headers, hop, h2);
+        let req = match rewritten {
             Ok(req) => req,
             Err(e) => return Either::Right(out_of_line(ready(Err(e)))),
         };
+        if let Some(protocol) = upgrade {
+            let exchange = upgrade::exchange(&self.dialer, self.timeout, req, protocol);
+            return Either::Right(out_of_line(exchange));
+        }
+        if h2 {
+            return Either::Right(out_of_line(async move {
+                let sending = self.send_h2(req);
+                let sent = if dedicated {
+                    conn.deadline.within(sending).await
+                } else {
+                    tokio::time::timeout(self.timeout, sending).await.ok()
+                };
+                response_head(sent).map(|r| r.map(UpstreamBody::new))
+            }));
+        }
         if !dedicated {
             // The wait for a free pooled connection counts towards the upstream timeout.
             return Either::Right(out_of_line(async move {
@@ -283,73 +300,6 @@ impl Upstream {
         }
     }
 
-    /// The request as the upstream gets it: hop-by-hop headers gone, the token kept or dropped
-    /// per mode, `Host` and `X-Forwarded-*` set, identity headers appended, the path prefixed
-    /// with the upstream URL's, in origin form ("/path?query": every connection it is sent on
-    /// is already open to the upstream).
-    fn rewrite(
-        &self,
-        req: Request<RequestBody>,
-        identity_headers: &[(HeaderName, HeaderValue)],
-        token_headers: TokenHeaderValues,
-        conn: &Downstream,
-    ) -> Result<Request<RequestBody>, UpstreamError> {
-        let (mut parts, body) = req.into_parts();
-        let original_host = parts.headers.get(HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        let headers = &mut parts.headers;
-        strip_hop_by_hop(headers);
-        // Room for what is appended below, so the map grows (and rehashes) at most once.
-        headers.reserve(identity_headers.len() + 8);
-        match self.mode {
-            IdentityMode::Impersonate => {
-                headers.remove(AUTHORIZATION);
-                if let Some(t) = &*self.proxy_token.load() {
-                    headers.insert(AUTHORIZATION, (**t).clone());
-                }
-            }
-            _ if !self.forward_token => {
-                headers.remove(AUTHORIZATION);
-            }
-            _ => {}
-        }
-        headers.insert(HOST, self.host.clone());
-        headers.append(X_FORWARDED_FOR.clone(), conn.ip.clone());
-        headers.append(
-            X_FORWARDED_PROTO.clone(),
-            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-        );
-        if let Some(h) = original_host {
-            headers.append(X_FORWARDED_HOST.clone(), h);
-        }
-        append_grouped(headers, identity_headers);
-        token_headers.append_to(&self.token_header_names, headers);
-
-        let path = parts.uri.path_and_query().cloned();
-        let path = if self.base_path.is_empty() {
-            path.unwrap_or_else(|| PathAndQuery::from_static("/"))
-        } else {
-            let pq = path.as_ref().map_or("/", |p| p.as_str());
-            PathAndQuery::try_from(format!("{}{}", self.base_path, pq))
-                .map_err(|_| UpstreamError::Failed)?
-        };
-        parts.uri = Uri::from(path);
-        parts.version = Version::HTTP_11;
-        Ok(Request::from_parts(parts, body))
-    }
-
-    fn absolute(&self, path: PathAndQuery) -> Result<Uri, UpstreamError> {
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(self.scheme.clone());
-        uri.authority = Some(self.authority.clone());
-        uri.path_and_query = Some(path);
-        Uri::from_parts(uri).map_err(|_| UpstreamError::Failed)
-    }
-
     /// Send an HTTP/2 client's request over a connection of the worker's pool, waiting for one
     /// while `upstream.max_connections` are busy. The response body holds the connection until
     /// it ends.
@@ -361,7 +311,14 @@ impl Upstream {
         loop {
             let (mut sender, reused) = match lease.idle_connection().await {
                 Some(s) => (s, true),
-                None => (self.ready_connection().await?, false),
+                None => match self.ready_connection().await? {
+                    Connected::H1(s) => (s, false),
+                    Connected::H2(s) => {
+                        drop(lease);
+                        let resp = self.send_on_new_h2(s, req).await?;
+                        return Ok(resp.map(UpstreamBody::new));
+                    }
+                },
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(resp.map(|body| lease.body(body, sender))),
@@ -383,7 +340,10 @@ impl Upstream {
         req: Request<RequestBody>,
         slot: &UpstreamSlot,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = self.ready_connection().await?;
+        let mut sender = match self.ready_connection().await? {
+            Connected::H1(s) => s,
+            Connected::H2(s) => return self.send_on_new_h2(s, req).await,
+        };
         let response = sender.try_send_request(req);
         slot.put(sender);
         response.await.map_err(|e| {
@@ -393,39 +353,88 @@ impl Upstream {
     }
 
     /// A new upstream connection, ready for a request.
-    async fn ready_connection(&self) -> Result<Sender, UpstreamError> {
-        let mut sender = self.connect().await?;
-        sender.ready().await.map_err(|e| {
-            tracing::debug!(error = %e, "upstream connection closed before the request");
-            UpstreamError::Failed
-        })?;
-        Ok(sender)
+    async fn ready_connection(&self) -> Result<Connected, UpstreamError> {
+        let mut c = self.dialer.connect().await?;
+        if let Connected::H1(sender) = &mut c {
+            sender.ready().await.map_err(|e| {
+                tracing::debug!(error = %e, "upstream connection closed before the request");
+                UpstreamError::Failed
+            })?;
+        }
+        Ok(c)
     }
 
-    async fn connect(&self) -> Result<Sender, UpstreamError> {
-        let mut connector = self.connector.clone();
-        let target = self.absolute(PathAndQuery::from_static("/"))?;
-        let io = async {
-            std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
-            connector.call(target).await
-        }
-        .await
-        .map_err(|e| {
-            tracing::debug!(error = %e, "upstream connect failed");
-            UpstreamError::Unreachable
-        })?;
-        let (sender, conn) = http1::handshake(io).await.map_err(|e| {
-            tracing::debug!(error = %e, "upstream handshake failed");
-            UpstreamError::Failed
-        })?;
-        // Runs on this worker's runtime, like the request; ends when the sender is dropped
-        // (the downstream connection closed, or a newer connection replaced it) or the
-        // upstream closes.
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+    /// Send a request (in HTTP/2 form) over the worker's HTTP/2 connection, opening one if
+    /// there is none. A request the connection handed back unsent (it was closing) is sent
+    /// once more on a new one. Should a new connection (`auto`) come back HTTP/1.1, the
+    /// request goes over it in HTTP/1.1 form.
+    async fn send_h2(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut fresh = false;
+        loop {
+            let mut sender = match self.h2.current() {
+                Some(s) => s,
+                None => {
+                    fresh = true;
+                    match self.open_h2().await? {
+                        Connected::H2(s) => s,
+                        Connected::H1(mut s) => {
+                            s.ready().await.map_err(|_| UpstreamError::Failed)?;
+                            let sent = s.send_request(self.rewrite.to_h1(req)).await;
+                            return sent.map_err(|e| {
+                                tracing::debug!(error = %e, "upstream request failed");
+                                UpstreamError::Failed
+                            });
+                        }
+                    }
+                }
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !fresh => {
+                        tracing::debug!(error = %e.error(), "upstream HTTP/2 connection closing");
+                        self.h2.set(None);
+                        req = unsent;
+                    }
+                    _ => {
+                        tracing::debug!(error = %e.error(), "upstream request failed");
+                        return Err(UpstreamError::Failed);
+                    }
+                },
             }
-        });
-        Ok(sender)
+        }
+    }
+
+    /// Open the worker's HTTP/2 connection, or wait for the request already opening it.
+    async fn open_h2(&self) -> Result<Connected, UpstreamError> {
+        let _turn = self.h2.connecting().await;
+        if let Some(s) = self.h2.current() {
+            return Ok(Connected::H2(s));
+        }
+        let c = self.dialer.connect().await?;
+        if let Connected::H2(s) = &c {
+            self.h2.set(Some(s.clone()));
+        }
+        Ok(c)
+    }
+
+    /// Send over an HTTP/2 connection just opened for a request in HTTP/1.1 form (`auto`:
+    /// the upstream chose `h2` by ALPN); it becomes the worker's HTTP/2 connection.
+    async fn send_on_new_h2(
+        &self,
+        mut sender: H2Sender,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.h2.set(Some(sender.clone()));
+        sender
+            .send_request(self.rewrite.to_h2(req))
+            .await
+            .map_err(|e| {
+                tracing::debug!(error = %e, "upstream request failed");
+                UpstreamError::Failed
+            })
     }
 }
