@@ -39,6 +39,9 @@ pub fn explain(reason: Reject) -> &'static str {
             "missing/mistyped exp, duplicate claims, or sub disagrees with the kubernetes.io claim"
         }
         Reject::LegacyToken => "a Secret-based legacy token, and legacy_tokens = false",
+        Reject::Invalidated => {
+            "the token's service account, pod, secret or node is gone (deleted, or recreated with another uid)"
+        }
     }
 }
 
@@ -259,6 +262,13 @@ async fn finish(auth: &Authenticator, token: &str, checks: Vec<Check>) -> ExitCo
         }
         Err(AuthError::Rejected(r)) => {
             println!("REJECTED: {} — {}", r.reason.as_str(), explain(r.reason));
+            ExitCode::from(1)
+        }
+        Err(AuthError::BoundObjectsStale { issuer }) => {
+            println!(
+                "UNDECIDED: issuer {:?} has bound_objects and the cluster state could not be read",
+                issuer.name()
+            );
             ExitCode::from(1)
         }
         Err(AuthError::Unavailable { issuer }) => {
