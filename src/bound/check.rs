@@ -10,7 +10,7 @@
 use std::fmt;
 
 use super::index::{ObjectState, Uid};
-use super::Kind;
+use super::kind::Kind;
 use crate::verify::Claims;
 
 /// kube-apiserver's `jwt.DefaultLeeway`: an object deleted less than this long ago still

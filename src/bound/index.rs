@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use super::Kind;
+use super::kind::Kind;
 
 /// An object's uid, as 16 bytes: a canonical (lowercase) UUID parsed, anything else hashed
 /// (kube-apiserver compares uids as strings: equal bytes here iff equal strings, short of a

@@ -24,8 +24,10 @@ use serde::de::DeserializeOwned;
 use tokio::runtime::Handle;
 use tokio::sync::watch as signal;
 
+use super::check::Binding;
 use super::index::{key, KindMap, ObjectState, Uid};
-use super::{mono_ms, Binding, BoundObjects, Kind, TICK};
+use super::kind::Kind;
+use super::state::{mono_ms, BoundObjects, TICK};
 use crate::config::KubernetesConfig;
 use crate::kubernetes;
 
