@@ -682,3 +682,41 @@ for ev in w.stream(v1.list_pod_for_all_namespaces, resource_version=pods.metadat
         "{stdout}\n{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_names_the_object_that_is_gone() {
+    let c = cluster("5m", "", true).await;
+    let path = c._dir.path().join("config.toml");
+    std::fs::write(&path, &c.h.config_text).unwrap();
+    let inspect = |token: String| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_tokenreview-proxy"))
+                .args(["inspect", &token, "--config", path.to_str().unwrap()])
+                .output()
+                .unwrap()
+        })
+    };
+    let token = c.token(&c.spec);
+    let out = inspect(token.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let (pod, _) = c.spec.pod.clone().unwrap();
+    assert!(
+        stdout.contains(&format!("ok    bound objects: service account default/default present, pod default/{pod} present")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("VERIFIED"), "{stdout}");
+    c.api.delete("pods", Some("default"), &pod);
+    let out = inspect(token).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "FAIL  bound objects (invalidated): pod default/{pod} not found"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("REJECTED: invalidated"), "{stdout}");
+    c.assert_secrets_metadata_only();
+}

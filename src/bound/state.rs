@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use metrics::{gauge, Gauge};
 
 use super::check::{Binding, Invalidated, LEEWAY_MS};
-use super::index::Index;
+use super::index::{key, Index, ObjectState};
 use super::kind::Kind;
 use crate::metrics as m;
 
@@ -114,6 +114,20 @@ impl BoundObjects {
         }
         // Results stamped against a previous index are checked against this one.
         bump_epoch();
+        b
+    }
+
+    /// A fixed index of objects fetched once (`inspect`): usable at once, never watched.
+    pub fn fetched(objects: &[(Kind, String, String, ObjectState)]) -> BoundObjects {
+        let b = BoundObjects::new(Duration::from_secs(u64::from(u32::MAX)));
+        for (kind, ns, name, state) in objects {
+            let ns = (*kind != Kind::Nodes).then_some(ns.as_str());
+            b.index.apply(*kind, key(ns, name), *state);
+        }
+        for k in Kind::ALL {
+            b.listed(k);
+        }
+        b.tick();
         b
     }
 

@@ -304,12 +304,12 @@ where
     }
 }
 
-/// The objects `b` names, fetched once (metadata-only GETs), for `inspect`: each with its
-/// state, `None` when not found.
+/// The objects `b` names, fetched once (metadata-only GETs), for `inspect`: kind, namespace,
+/// name, and the state (`None` when not found).
 pub async fn fetch_binding_objects(
     cfg: &KubernetesConfig,
     b: &Binding,
-) -> Result<Vec<(Kind, String, Option<ObjectState>)>, String> {
+) -> Result<Vec<(Kind, String, String, Option<ObjectState>)>, String> {
     let client = kubernetes::client(cfg).await.map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (kind, ns, name) in b.objects() {
@@ -322,7 +322,7 @@ pub async fn fetch_binding_objects(
             Kind::Secrets => get::<Secret>(Api::namespaced(c, ns), kind, name).await,
             Kind::Nodes => get::<Node>(Api::all(c), kind, name).await,
         }?;
-        out.push((kind, name.to_string(), found));
+        out.push((kind, ns.to_string(), name.to_string(), found));
     }
     Ok(out)
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::auth::{Audiences, AuthError, Authenticator};
+use crate::bound::{self, Binding, BoundObjects};
 use crate::config::{ClaimsMode, Config};
 use crate::jwks;
 use crate::verify::{self, now_unix, Reject, TokenTimes};
@@ -212,7 +213,43 @@ pub async fn verify_report(token: &str, config: &Config) -> ExitCode {
             checks.push(fail("signature", r, explain(r).into()));
         }
     }
-    finish(&auth, token, checks).await
+    // Bound objects: the ones this token names, read once from the cluster.
+    let mut bound = None;
+    if cfg.bound_objects {
+        let binding = Binding::from_claims(&t.claims, legacy);
+        match bound::fetch_binding_objects(&config.kubernetes, &binding).await {
+            Ok(found) => {
+                let detail: Vec<String> = found
+                    .iter()
+                    .map(|(k, ns, name, s)| {
+                        let at = if *k == bound::Kind::Nodes {
+                            name.clone()
+                        } else {
+                            format!("{ns}/{name}")
+                        };
+                        let state = if s.is_some() { "present" } else { "not found" };
+                        format!("{} {at} {state}", k.singular())
+                    })
+                    .collect();
+                let present: Vec<_> = found
+                    .into_iter()
+                    .filter_map(|(k, ns, name, s)| Some((k, ns, name, s?)))
+                    .collect();
+                let objects = std::sync::Arc::new(BoundObjects::fetched(&present));
+                checks.push(Check {
+                    name: "bound objects",
+                    failed: objects
+                        .check(&binding)
+                        .err()
+                        .map(|i| (Reject::Invalidated, i.to_string())),
+                    detail: detail.join(", "),
+                });
+                bound = Some(objects);
+            }
+            Err(e) => eprintln!("warning: cannot read the token's bound objects: {e}"),
+        }
+    }
+    finish(&auth.with_bound_objects(bound), token, checks).await
 }
 
 fn kid_shown(kid: &Option<String>) -> String {
