@@ -426,10 +426,12 @@ async fn cut_watches_resume_and_an_expired_version_relists() {
 async fn watches_broken_past_max_stale_fail_closed_and_recover() {
     let c = cluster("1s", "", true).await;
     let token = c.token(&c.spec);
-    assert_eq!(
-        c.h.get_with_token("/x", &token, &[]).await.status,
-        StatusCode::OK
-    );
+    // A changed issuer fetches its keys anew first.
+    assert!(within(Duration::from_secs(5), || async {
+        c.h.get_with_token("/x", &token, &[]).await.status == StatusCode::OK
+    })
+    .await
+    .is_some());
     assert_eq!(c.readyz().await.0, StatusCode::OK);
     c.api.stop();
     // Within max_stale the last state serves.
@@ -719,4 +721,71 @@ async fn inspect_names_the_object_that_is_gone() {
     );
     assert!(stdout.contains("REJECTED: invalidated"), "{stdout}");
     c.assert_secrets_metadata_only();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_start_and_stop_the_watches() {
+    let c = cluster("5m", "", true).await;
+    let running = c.h.proxy.as_ref().unwrap();
+    let first = running.runtime().auth.bound_objects().cloned().unwrap();
+    let lists = || {
+        c.api
+            .requests_for("pods")
+            .iter()
+            .filter(|s| !s.uri.contains("watch="))
+            .count()
+    };
+    let listed = lists();
+    // Kept: a reload that keeps bound_objects keeps the index and its watches.
+    let text =
+        c.h.config_text
+            .replace("[cache]", "[cache]\nnegative_ttl = \"1s\"");
+    running
+        .reloader()
+        .apply(tokenreview_proxy::config::Config::parse(&text, "(reload)").unwrap())
+        .unwrap();
+    let kept = running.runtime().auth.bound_objects().cloned().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &kept));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lists(), listed, "the watches were restarted");
+    // Off: no watches; a deleted pod's token is no longer checked.
+    let off = text.replace("bound_objects = true", "bound_objects = false");
+    running
+        .reloader()
+        .apply(tokenreview_proxy::config::Config::parse(&off, "(reload)").unwrap())
+        .unwrap();
+    assert!(running.runtime().auth.bound_objects().is_none());
+    let (pod, pod_uid) = c.spec.pod.clone().unwrap();
+    c.api.delete("pods", Some("default"), &pod);
+    let token = c.token(&c.spec);
+    // A changed issuer fetches its keys anew first.
+    assert!(within(Duration::from_secs(5), || async {
+        c.h.get_with_token("/x", &token, &[]).await.status == StatusCode::OK
+    })
+    .await
+    .is_some());
+    assert_eq!(c.readyz().await.0, StatusCode::OK);
+    // On again: fresh watches, and the token is refused.
+    running
+        .reloader()
+        .apply(tokenreview_proxy::config::Config::parse(&text, "(reload)").unwrap())
+        .unwrap();
+    let fresh = running.runtime().auth.bound_objects().cloned().unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &fresh));
+    assert!(within(Duration::from_secs(5), || async {
+        is_invalidated(&c.h.get_with_token("/x", &token, &[]).await)
+    })
+    .await
+    .is_some());
+    assert!(lists() > listed);
+    c.api
+        .put("pods", Some("default"), &pod, &pod_uid, None, &[]);
+    assert!(within(Duration::from_secs(5), || async {
+        c.h.get_with_token("/x", &c.token(&c.spec), &[])
+            .await
+            .status
+            == StatusCode::OK
+    })
+    .await
+    .is_some());
 }
