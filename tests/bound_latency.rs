@@ -23,7 +23,14 @@ async fn delete_to_first_401_for_a_cached_token() {
     let issuer = MockIssuer::start(vec![key.public_jwk()]).await.unwrap();
     let upstream = EchoUpstream::start().await.unwrap();
     let base = KubeTokenSpec::new(&issuer.issuer_url(), AUD);
-    api.put("serviceaccounts", Some("default"), "default", &base.service_account_uid, None, &[]);
+    api.put(
+        "serviceaccounts",
+        Some("default"),
+        "default",
+        &base.service_account_uid,
+        None,
+        &[],
+    );
     let (node, node_uid) = base.node.clone().unwrap();
     api.put("nodes", None, &node, &node_uid, None, &[]);
     let mut tokens = Vec::new();
@@ -42,7 +49,10 @@ async fn delete_to_first_401_for_a_cached_token() {
         ..Opts::default()
     };
     let mut text = common::config_text(&opts, &issuer.issuer_url(), &upstream.url());
-    text.push_str(&format!("\n[kubernetes]\nkubeconfig = \"{}\"\n", kubeconfig.display()));
+    text.push_str(&format!(
+        "\n[kubernetes]\nkubeconfig = \"{}\"\n",
+        kubeconfig.display()
+    ));
     let h = Harness::start_from_text(text, issuer, upstream, vec![key], true).await;
     let mut conn = KeepAlive::open(h.addr).await;
     for (_, t) in &tokens {
@@ -60,7 +70,10 @@ async fn delete_to_first_401_for_a_cached_token() {
                 took.push(start.elapsed());
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(5), "{name}: still accepted");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{name}: still accepted"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -73,5 +86,8 @@ async fn delete_to_first_401_for_a_cached_token() {
         ms(took[N - 1]),
         ms(took[0])
     );
-    assert!(took[N - 1] < Duration::from_secs(1), "max over the 1 s target");
+    assert!(
+        took[N - 1] < Duration::from_secs(1),
+        "max over the 1 s target"
+    );
 }

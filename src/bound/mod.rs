@@ -16,10 +16,10 @@ mod state;
 mod watch;
 
 pub use check::{Binding, Invalidated, Why, LEEWAY_MS};
-pub use index::{Index, ObjectState, Uid};
+pub use index::{Index, KindMap, ObjectState, Uid};
 pub use kind::Kind;
 pub use state::{epoch, stamp_is_current, wall_ms, BoundObjects, NOT_BOUND, REVERIFY, TICK};
-pub use watch::{fetch_binding_objects, BoundWatch};
+pub use watch::{fetch_binding_objects, state_of, BoundWatch};
 
 /// Whether `config` needs the watches: some issuer has `bound_objects`.
 pub fn wanted(config: &crate::config::Config) -> bool {

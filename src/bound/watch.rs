@@ -114,8 +114,8 @@ async fn tick(objects: Arc<BoundObjects>, mut stop: signal::Receiver<bool>) {
     }
 }
 
-/// The compact state of one listed or watched object.
-fn state_of<K>(kind: Kind, o: &PartialObjectMeta<K>) -> Option<(Box<str>, ObjectState)> {
+/// The compact state of one listed or watched object: its index key and what the checks need.
+pub fn state_of<K>(kind: Kind, o: &PartialObjectMeta<K>) -> Option<(Box<str>, ObjectState)> {
     let m = &o.metadata;
     let name = m.name.as_deref()?;
     let ns = match kind {
