@@ -18,6 +18,9 @@
 #        connections as in compare.sh, so that each connection's state is as far from the
 #        cache as under load. Use N=20000 or more: new connections are set up while counting.
 #        The simulation sees no kernel: bytes a recv copies in count as misses when read.
+#        BOUND=1: the issuer has bound_objects = true, its watches served by
+#        loadtest/fake_apiserver.py with the token's service account, pod and node (use with
+#        TOKEN_POD=NAME for a pod-bound token): the cached path's cost with the epoch check.
 source "$(dirname "$0")/lib.sh"
 need oha nginx haproxy valgrind callgrind_control python3 openssl curl
 MISS=${MISS:-}
@@ -80,7 +83,23 @@ else
   kind=cached
 fi
 
-proxy_config "$WORK/callgrind.toml" "workers = 1"
+BOUND_CFG=""
+if [ -n "${BOUND:-}" ]; then
+  FAKE_API_PORT=18094
+  python3 "$ROOT/loadtest/fake_apiserver.py" "$FAKE_API_PORT" "$TOKEN" &
+  PIDS+=($!)
+  cat > "$WORK/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: fake, cluster: {server: "http://127.0.0.1:$FAKE_API_PORT"}}]
+users: [{name: u, user: {token: fake}}]
+contexts: [{name: fake, context: {cluster: fake, user: u}}]
+current-context: fake
+KC
+  BOUND_CFG=$(printf 'bound_objects = true\n[kubernetes]\nkubeconfig = "%s"\n' "$WORK/kubeconfig")
+  kind="$kind, bound_objects"
+fi
+proxy_config "$WORK/callgrind.toml" "workers = 1" "$BOUND_CFG"
 for b in "$@"; do
   RUST_LOG=warn count "tokenreview-proxy $kind: $(basename "$b")" "$PROXY_PORT" "$b" run --config "$WORK/callgrind.toml"
 done

@@ -46,6 +46,21 @@ pub fn readiness(shared: &Shared) -> (bool, String) {
         };
         body.push_str(&format!("issuer {}: {state}\n", i.name()));
     }
+    // Only when some issuer has bound_objects: the initial lists, and watches not broken past
+    // kubernetes.max_stale.
+    if runtime.auth.issuers.iter().any(|i| i.cfg().bound_objects) {
+        match runtime.auth.bound_objects() {
+            Some(b) => {
+                let (ready, text) = b.readiness();
+                ok &= ready;
+                body.push_str(&text);
+            }
+            None => {
+                ok = false;
+                body.push_str("bound objects: no watches\n");
+            }
+        }
+    }
     (ok, body)
 }
 

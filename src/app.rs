@@ -16,6 +16,7 @@ use http::HeaderValue;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{watch, Semaphore};
 
+use crate::bound::{self, BoundWatch};
 use crate::config::Config;
 use crate::listener::{self, ConnSettings, OpenConnections};
 use crate::metrics::RequestMetrics;
@@ -120,7 +121,13 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let max_connections = config.server.max_connections;
     let grace = config.server.shutdown_grace;
     let settings = Arc::new(ConnSettings::new(&config.server, tls));
-    let first_runtime = runtime::build(config, proxy_token.clone())?;
+    // The control thread's runtime runs the refreshers and the bound-object watches; tasks
+    // spawned now start when the thread does.
+    let control_rt = thread_runtime().map_err(StartError::Thread)?;
+    let bound =
+        bound::wanted(&config).then(|| BoundWatch::start(&config.kubernetes, control_rt.handle()));
+    let objects = bound.as_ref().map(|b| b.objects.clone());
+    let first_runtime = runtime::build(config, proxy_token.clone(), objects)?;
     let issuers = first_runtime.key_sources();
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(first_runtime),
@@ -133,7 +140,6 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let conn_limit = Arc::new(Semaphore::new(max_connections));
 
     // Control thread: refreshers, admin, housekeeping.
-    let control_rt = thread_runtime().map_err(StartError::Thread)?;
     let mut refreshers = Refreshers::new(control_rt.handle().clone());
     refreshers.sync(&issuers);
     // Each worker's slot: its worker is replaced whole when the runtime is.
@@ -141,7 +147,12 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .iter()
         .map(|_| Arc::new(ArcSwap::from_pointee(Worker::new(shared.clone()))))
         .collect();
-    let reloader = Arc::new(Reloader::new(shared.clone(), slots.clone(), refreshers));
+    let reloader = Arc::new(Reloader::new(
+        shared.clone(),
+        slots.clone(),
+        refreshers,
+        bound,
+    ));
     let control = {
         let shared = shared.clone();
         let shutdown = control_rx;

@@ -17,7 +17,13 @@ pub struct ConnectError(String);
 
 /// A client for the configured kube-apiserver. Reads files but does not contact the server.
 pub async fn client(cfg: &KubernetesConfig) -> Result<kube::Client, ConnectError> {
-    let config = match &cfg.kubeconfig {
+    kube::Client::try_from(config(cfg).await?).map_err(|e| ConnectError(e.to_string()))
+}
+
+/// The client settings (server, trust, credentials), for callers that build their own client
+/// stack. Reads files but does not contact the server.
+pub async fn config(cfg: &KubernetesConfig) -> Result<kube::Config, ConnectError> {
+    Ok(match &cfg.kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path)
                 .map_err(|e| ConnectError(format!("kubeconfig {}: {e}", path.display())))?;
@@ -30,8 +36,7 @@ pub async fn client(cfg: &KubernetesConfig) -> Result<kube::Client, ConnectError
                 "no in-cluster service account and no usable $KUBECONFIG: {e}"
             ))
         })?,
-    };
-    kube::Client::try_from(config).map_err(|e| ConnectError(e.to_string()))
+    })
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! config ─► runtime::build ─► Runtime (issuers, cache, policy, upstream), swappable [runtime]
 //! per issuer: refresher task: discovery ─► JWKS ─► validated KeySet swap   [jwks]
 //! admin listener: /healthz /readyz /metrics                                [admin, metrics]
+//! bound objects: metadata watches ─► index; a deleted pod's token dies      [bound]
 //! ```
 //!
 //! `main.rs` only parses the command line and calls into this library, so integration tests
@@ -40,6 +41,7 @@ pub mod upstream;
 // Who is calling, and may they.
 pub mod auth;
 pub mod authz;
+pub mod bound;
 pub mod identity;
 pub mod jwks;
 pub mod keys;

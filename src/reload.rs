@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 use tokio::signal::unix::Signal;
 use tokio::sync::watch;
 
+use crate::bound::BoundWatch;
 use crate::config::{Config, ConfigError};
 use crate::jwks::{self, Issuer};
 use crate::logging::LogLevel;
@@ -61,6 +62,11 @@ impl Refreshers {
         }
     }
 
+    /// The control thread's runtime.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Stop every refresher.
     pub fn stop(&mut self) {
         for (_, tx) in self.running.drain(..) {
@@ -74,6 +80,9 @@ pub struct Reloader {
     shared: Arc<Shared>,
     workers: Vec<Arc<ArcSwap<Worker>>>,
     refreshers: Mutex<Refreshers>,
+    /// The bound-object watches, while some issuer has `bound_objects`: kept across reloads
+    /// that keep the `[kubernetes]` connection.
+    bound: Mutex<Option<BoundWatch>>,
     /// The logger's level, when this process installed the logger.
     log_level: Mutex<Option<LogLevel>>,
     ok: Counter,
@@ -86,11 +95,13 @@ impl Reloader {
         shared: Arc<Shared>,
         workers: Vec<Arc<ArcSwap<Worker>>>,
         refreshers: Refreshers,
+        bound: Option<BoundWatch>,
     ) -> Reloader {
         Reloader {
             shared,
             workers,
             refreshers: Mutex::new(refreshers),
+            bound: Mutex::new(bound),
             log_level: Mutex::new(None),
             ok: counter!(m::CONFIG_RELOADS_TOTAL, "result" => "ok"),
             error: counter!(m::CONFIG_RELOADS_TOTAL, "result" => "error"),
@@ -149,10 +160,22 @@ impl Reloader {
         for key in applies_at_restart(&current.config, &config) {
             tracing::warn!(key, "this setting takes effect at the next restart");
         }
+        // Bound-object watches: kept while wanted with the same connection, started when
+        // turned on (or reconnected elsewhere), stopped when turned off.
+        let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted = crate::bound::wanted(&config);
+        let kept = bound
+            .as_ref()
+            .filter(|b| wanted && b.serves(&config.kubernetes))
+            .map(|b| b.objects.clone());
+        let fresh = (wanted && kept.is_none())
+            .then(|| BoundWatch::start(&config.kubernetes, refreshers.handle()));
+        let objects = kept.or_else(|| fresh.as_ref().map(|f| f.objects.clone()));
         let next = Arc::new(runtime::next(
             config,
             self.shared.proxy_token.clone(),
             &current,
+            objects,
         )?);
         self.shared.runtime.store(next.clone());
         for slot in &self.workers {
@@ -165,18 +188,24 @@ impl Reloader {
             gone.retire();
         }
         refreshers.sync(&next.key_sources());
+        if !wanted {
+            *bound = None;
+        } else if let Some(f) = fresh {
+            *bound = Some(f);
+        }
         if let Some(level) = &*self.log_level.lock().unwrap_or_else(|e| e.into_inner()) {
             level.set(&next.config.log.level);
         }
         Ok(())
     }
 
-    /// Stop the refreshers (shutdown).
+    /// Stop the refreshers and the watches (shutdown).
     pub fn stop(&self) {
         self.refreshers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .stop();
+        *self.bound.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 

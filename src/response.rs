@@ -131,6 +131,7 @@ fn reject_body(reason: Reject) -> &'static str {
         Reject::AudienceMismatch => "invalid token: audience_mismatch\n",
         Reject::InvalidClaims => "invalid token: invalid_claims\n",
         Reject::LegacyToken => "invalid token: legacy_token\n",
+        Reject::Invalidated => "invalid token: invalidated\n",
     }
 }
 
@@ -181,6 +182,20 @@ pub fn unavailable() -> Response<Body> {
     let mut r = text(
         StatusCode::SERVICE_UNAVAILABLE,
         "no usable keys for this token's issuer yet\n",
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    r
+}
+
+/// 503 with `Retry-After`: the token's issuer has `bound_objects`, and the watches are not
+/// in sync (not listed yet, or broken past `kubernetes.max_stale`): fail closed.
+#[cold]
+#[inline(never)]
+pub fn bound_objects_stale() -> Response<Body> {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "bound_objects_stale: cluster state for this token's bound objects is not in sync\n",
     );
     r.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));

@@ -3,7 +3,8 @@
 //! authorization policy, the upstream settings). The running proxy holds it in [`Shared`]
 //! behind arc-swap, so a new one can replace it while requests in flight finish on the old
 //! one; what lives as long as the process (the shutdown flag, request metrics, the proxy's own
-//! upstream credential) stays in `Shared`.
+//! upstream credential) stays in `Shared`; the bound-object watches live in the reloader,
+//! which hands them to each runtime.
 //!
 //! Issuers are keyed by their configured name wherever a result refers to them
 //! (`auth::Principal` holds its issuer, not a position), so a later runtime may add, remove
@@ -17,6 +18,7 @@ use http::HeaderValue;
 
 use crate::auth::Authenticator;
 use crate::authz::Authorizer;
+use crate::bound::BoundObjects;
 use crate::config::Config;
 use crate::jwks::Issuer;
 use crate::metrics::RequestMetrics;
@@ -41,10 +43,12 @@ impl Runtime {
 
 /// Build a runtime from a validated config. `proxy_token` is the proxy's own bearer for
 /// impersonate mode (process state, kept fresh by its file watch). Fails only on what
-/// validation cannot see: TLS material that does not load.
+/// validation cannot see: TLS material that does not load. `bound`: the watched cluster
+/// state, when some issuer has `bound_objects`.
 pub fn build(
     config: Config,
     proxy_token: Arc<ArcSwapOption<HeaderValue>>,
+    bound: Option<Arc<BoundObjects>>,
 ) -> Result<Runtime, TlsError> {
     let issuers = config
         .issuers
@@ -52,7 +56,7 @@ pub fn build(
         .cloned()
         .map(|c| Arc::new(Issuer::new(c)))
         .collect();
-    let auth = Authenticator::new(&config, issuers);
+    let auth = Authenticator::new(&config, issuers).with_bound_objects(bound);
     assemble(config, auth, proxy_token)
 }
 
@@ -62,8 +66,9 @@ pub fn next(
     config: Config,
     proxy_token: Arc<ArcSwapOption<HeaderValue>>,
     previous: &Runtime,
+    bound: Option<Arc<BoundObjects>>,
 ) -> Result<Runtime, TlsError> {
-    let auth = Authenticator::next(&config, &previous.auth);
+    let auth = Authenticator::next(&config, &previous.auth).with_bound_objects(bound);
     assemble(config, auth, proxy_token)
 }
 

@@ -206,6 +206,11 @@ pub async fn handle(
         Err(AuthError::Unavailable { .. }) => {
             return response::status_unavailable("no usable keys for the token's issuer yet");
         }
+        Err(AuthError::BoundObjectsStale { .. }) => {
+            return response::status_unavailable(
+                "bound_objects_stale: cluster state for the token's bound objects is not in sync",
+            );
+        }
     };
     let body = json!({
         "apiVersion": api_version,
@@ -271,6 +276,9 @@ async fn check_caller(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             "no usable keys to check the caller's token yet",
+        )),
+        Err(AuthError::BoundObjectsStale { .. }) => Some(response::status_unavailable(
+            "bound_objects_stale: cannot check the caller's token against the cluster yet",
         )),
     }
 }

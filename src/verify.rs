@@ -29,10 +29,12 @@ pub enum Reject {
     AudienceMismatch,
     InvalidClaims,
     LegacyToken,
+    /// The token's service account, pod, secret or node is gone (SPEC section 12).
+    Invalidated,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 14] = [
+    pub const ALL: [Reject; 15] = [
         Reject::Malformed,
         Reject::TooLarge,
         Reject::UnsupportedAlgorithm,
@@ -47,6 +49,7 @@ impl Reject {
         Reject::AudienceMismatch,
         Reject::InvalidClaims,
         Reject::LegacyToken,
+        Reject::Invalidated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +68,7 @@ impl Reject {
             Reject::AudienceMismatch => "audience_mismatch",
             Reject::InvalidClaims => "invalid_claims",
             Reject::LegacyToken => "legacy_token",
+            Reject::Invalidated => "invalidated",
         }
     }
 }
@@ -651,7 +655,8 @@ mod tests {
                 "lifetime_exceeded",
                 "audience_mismatch",
                 "invalid_claims",
-                "legacy_token"
+                "legacy_token",
+                "invalidated"
             ]
         );
     }

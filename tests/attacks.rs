@@ -64,6 +64,7 @@ async fn outcome(auth: &Authenticator, token: &str) -> Result<Arc<Verified>, Rej
         Ok(v) => Ok(v),
         Err(AuthError::Rejected(r)) => Err(r.reason),
         Err(AuthError::Unavailable { .. }) => panic!("the keys are installed"),
+        Err(AuthError::BoundObjectsStale { .. }) => panic!("no issuer has bound_objects"),
     }
 }
 

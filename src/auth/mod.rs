@@ -9,17 +9,20 @@
 //! rejections), `memo` (a connection's last token), `intern` (one principal per caller).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use metrics::Counter;
 use tokio::sync::Semaphore;
 
+use crate::bound::{self as bound_objects, BoundObjects, NOT_BOUND};
 use crate::config::{CacheConfig, ClaimsMode, Config, IdentityMode};
 use crate::identity::{self, TokenHeaderValues, TokenIds};
 use crate::jwks::Issuer;
 use crate::verify::{self, now_unix, Reject};
 
+mod bound;
 mod cache;
 mod intern;
 mod issuers;
@@ -41,6 +44,9 @@ pub enum AuthError {
     Rejected(Rejection),
     /// The token's issuer has no usable keys (never fetched, or stale past `max_stale`): 503.
     Unavailable { issuer: Arc<TrustedIssuer> },
+    /// The token's issuer has `bound_objects`, and the watches are not in sync (not listed
+    /// yet, or broken past `kubernetes.max_stale`): 503, fail closed.
+    BoundObjectsStale { issuer: Arc<TrustedIssuer> },
 }
 
 impl AuthError {
@@ -48,7 +54,9 @@ impl AuthError {
     pub fn issuer_name(&self) -> &str {
         match self {
             AuthError::Rejected(r) => r.issuer_name(),
-            AuthError::Unavailable { issuer } => issuer.name(),
+            AuthError::Unavailable { issuer } | AuthError::BoundObjectsStale { issuer } => {
+                issuer.name()
+            }
         }
     }
 }
@@ -82,6 +90,9 @@ pub struct Authenticator {
     principals: Arc<Interner>,
     /// Counts configs: 0 at start, one more per reload ([`Rejection::generation`]).
     generation: u32,
+    /// The watched cluster state, when some issuer has `bound_objects` (shared across
+    /// reloads).
+    bound: Option<Arc<BoundObjects>>,
 }
 
 impl Authenticator {
@@ -128,7 +139,20 @@ impl Authenticator {
             stale_logged: Mutex::new(HashMap::new()),
             principals,
             generation: 0,
+            bound: None,
         }
+    }
+
+    /// Check the tokens of `bound_objects` issuers against these watches (`None`: such
+    /// tokens get 503).
+    pub fn with_bound_objects(mut self, bound: Option<Arc<BoundObjects>>) -> Authenticator {
+        self.bound = bound;
+        self
+    }
+
+    /// The watched cluster state, if this runtime has any `bound_objects` issuer.
+    pub fn bound_objects(&self) -> Option<&Arc<BoundObjects>> {
+        self.bound.as_ref()
     }
 
     /// Number of entries in the verification cache (approximate, as moka reports it).
@@ -152,7 +176,7 @@ impl Authenticator {
         let key = self.cache.key(token, audiences);
         if let Some(hit) = self.cache.get(&key).await {
             match hit {
-                Outcome::Accepted(v) => match recheck(&v) {
+                Outcome::Accepted(v) => match self.recheck(&v) {
                     Ok(()) => {
                         self.cache.count_hit();
                         self.note_accepted(&v);
@@ -168,8 +192,22 @@ impl Authenticator {
                             issuer: v.principal.issuer.clone(),
                         })
                     }
-                    // The verifying key was withdrawn: verify again from scratch.
-                    Err(Recheck::KeyGone) => self.cache.invalidate(&key).await,
+                    Err(Recheck::BoundStale) => {
+                        return Err(AuthError::BoundObjectsStale {
+                            issuer: v.principal.issuer.clone(),
+                        })
+                    }
+                    Err(Recheck::Invalidated(i)) => {
+                        self.cache.count_hit();
+                        self.cache.invalidate(&key).await;
+                        bound::log_invalidated(v.issuer().name(), token, &i);
+                        return Err(self.reject(Reject::Invalidated, Some(&v.principal.issuer)));
+                    }
+                    // The verifying key was withdrawn, or a bound result must be verified
+                    // again: from scratch.
+                    Err(Recheck::KeyGone | Recheck::BoundMoved) => {
+                        self.cache.invalidate(&key).await
+                    }
                 },
                 Outcome::Rejected(r) if r.generation == self.generation => {
                     self.cache.count_negative_hit();
@@ -223,7 +261,7 @@ impl Authenticator {
     pub fn recall(&self, token: &str, memo: &TokenMemo) -> Option<Accepted> {
         let (v, headers) = memo.recall(token)?;
         // Any recheck failure takes the full path, which answers it exactly as for a cache hit.
-        recheck(&v).ok()?;
+        self.recheck(&v).ok()?;
         self.cache.count_hit();
         self.note_accepted(&v);
         Some((v, headers))
@@ -426,6 +464,23 @@ impl Authenticator {
                 Err(r) => return rejected(r, by),
             }
         };
+        // After the signature: a forged token learns nothing about the cluster.
+        let bound_check = if cfg.bound_objects {
+            match bound::check_new(self.bound.as_deref(), &t.claims, legacy) {
+                Ok(checked) => Some(checked),
+                Err(bound::Failed::Invalidated(i)) => {
+                    bound::log_invalidated(issuer.name(), token, &i);
+                    return rejected(Reject::Invalidated, by);
+                }
+                Err(bound::Failed::Stale | bound::Failed::Reverify) => {
+                    return Err(AuthError::BoundObjectsStale {
+                        issuer: issuer.clone(),
+                    })
+                }
+            }
+        } else {
+            None
+        };
         let principal = match existing {
             Some(p) => p,
             None => self.principals.intern(Principal {
@@ -436,15 +491,35 @@ impl Authenticator {
                 headers,
             }),
         };
-        Ok(Outcome::Accepted(Arc::new(Verified {
+        let verified = Verified {
             principal,
             ids,
-            valid_until: exp.map_or(i64::MAX, |e| {
-                e.saturating_add(policy.clock_skew).min(i64::MAX - 1)
+            valid_until: exp.map_or(u32::MAX, |e| {
+                e.saturating_add(policy.clock_skew)
+                    .clamp(0, i64::from(u32::MAX - 1)) as u32
             }),
             warnafter,
             key_serial,
-        })))
+            bound: AtomicU32::new(NOT_BOUND),
+        };
+        if let Some((epoch, binding)) = bound_check {
+            let stamp = bound::stamp(epoch, &binding, &verified);
+            verified.bound.store(stamp, Ordering::Relaxed);
+        }
+        Ok(Outcome::Accepted(Arc::new(verified)))
+    }
+
+    /// [`recheck`], and for a bound result whose epoch moved, the check against the index.
+    fn recheck(&self, v: &Verified) -> Result<(), Recheck> {
+        match recheck(v) {
+            Err(Recheck::BoundMoved) => match bound::recheck(self.bound.as_deref(), v) {
+                Ok(()) => Ok(()),
+                Err(bound::Failed::Reverify) => Err(Recheck::BoundMoved),
+                Err(bound::Failed::Stale) => Err(Recheck::BoundStale),
+                Err(bound::Failed::Invalidated(i)) => Err(Recheck::Invalidated(i)),
+            },
+            r => r,
+        }
     }
 }
 
@@ -452,12 +527,18 @@ enum Recheck {
     Expired,
     KeyGone,
     Unavailable,
+    /// The bound-object epoch moved since the result was checked (or, from
+    /// [`Authenticator::recheck`]: it must be verified again from scratch).
+    BoundMoved,
+    BoundStale,
+    Invalidated(Box<crate::bound::Invalidated>),
 }
 
 /// Is a cached result still good? Same rule as verification for time (accepted while
-/// `exp > now - clock_skew`), and the key that verified it must still be published.
+/// `exp > now - clock_skew`), the key that verified it must still be published, and a bound
+/// result must have been checked at the current bound-object epoch (one atomic compare).
 fn recheck(v: &Verified) -> Result<(), Recheck> {
-    if v.valid_until <= now_unix() {
+    if i64::from(v.valid_until) <= now_unix() {
         return Err(Recheck::Expired);
     }
     if v.issuer().is_retired() {
@@ -467,6 +548,9 @@ fn recheck(v: &Verified) -> Result<(), Recheck> {
     let keys = v.issuer().keys.store.usable().ok_or(Recheck::Unavailable)?;
     if !keys.contains_serial(v.key_serial) {
         return Err(Recheck::KeyGone);
+    }
+    if !bound_objects::stamp_is_current(v.bound.load(Ordering::Relaxed)) {
+        return Err(Recheck::BoundMoved);
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! What authentication produces and the cache keeps: an accepted token ([`Verified`], sharing
 //! its caller's [`Principal`]) or a rejection.
 
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
@@ -36,13 +37,17 @@ pub struct Verified {
     /// The token's pod name and uid and `credential-id` (`JTI=<jti>`).
     pub ids: TokenIds,
     /// `exp + clock_skew`: the last second this result may be served (cache entries live
-    /// until then, capped by `cache.max_ttl`). `i64::MAX`: the token has no `exp`.
-    pub(super) valid_until: i64,
+    /// until then, capped by `cache.max_ttl`), saturated to 32 bits (`max_lifetime` keeps
+    /// real values far below 2106). `u32::MAX`: the token has no `exp`.
+    pub(super) valid_until: u32,
     /// `kubernetes.io.warnafter` (Unix seconds, saturated to 32 bits); `u32::MAX` when the
     /// token carries none.
     pub(super) warnafter: u32,
     /// The key that verified the signature ([`crate::keys::VerifyingKey::serial`]).
     pub key_serial: u32,
+    /// The bound-object epoch this result was last checked at ([`crate::bound::epoch`], with
+    /// [`crate::bound::REVERIFY`]), or [`crate::bound::NOT_BOUND`].
+    pub(super) bound: AtomicU32,
 }
 
 impl Verified {
@@ -58,7 +63,7 @@ impl Verified {
 
     /// `exp + clock_skew`, if the token expires.
     pub fn valid_until(&self) -> Option<i64> {
-        (self.valid_until != i64::MAX).then_some(self.valid_until)
+        (self.valid_until != u32::MAX).then_some(i64::from(self.valid_until))
     }
 
     /// The full identity, per-token extras included (allocates: for TokenReview and `inspect`).

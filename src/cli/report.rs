@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::auth::{Audiences, AuthError, Authenticator};
+use crate::bound::{self, Binding, BoundObjects};
 use crate::config::{ClaimsMode, Config};
 use crate::jwks;
 use crate::verify::{self, now_unix, Reject, TokenTimes};
@@ -39,6 +40,9 @@ pub fn explain(reason: Reject) -> &'static str {
             "missing/mistyped exp, duplicate claims, or sub disagrees with the kubernetes.io claim"
         }
         Reject::LegacyToken => "a Secret-based legacy token, and legacy_tokens = false",
+        Reject::Invalidated => {
+            "the token's service account, pod, secret or node is gone (deleted, or recreated with another uid)"
+        }
     }
 }
 
@@ -209,7 +213,43 @@ pub async fn verify_report(token: &str, config: &Config) -> ExitCode {
             checks.push(fail("signature", r, explain(r).into()));
         }
     }
-    finish(&auth, token, checks).await
+    // Bound objects: the ones this token names, read once from the cluster.
+    let mut bound = None;
+    if cfg.bound_objects {
+        let binding = Binding::from_claims(&t.claims, legacy);
+        match bound::fetch_binding_objects(&config.kubernetes, &binding).await {
+            Ok(found) => {
+                let detail: Vec<String> = found
+                    .iter()
+                    .map(|(k, ns, name, s)| {
+                        let at = if *k == bound::Kind::Nodes {
+                            name.clone()
+                        } else {
+                            format!("{ns}/{name}")
+                        };
+                        let state = if s.is_some() { "present" } else { "not found" };
+                        format!("{} {at} {state}", k.singular())
+                    })
+                    .collect();
+                let present: Vec<_> = found
+                    .into_iter()
+                    .filter_map(|(k, ns, name, s)| Some((k, ns, name, s?)))
+                    .collect();
+                let objects = std::sync::Arc::new(BoundObjects::fetched(&present));
+                checks.push(Check {
+                    name: "bound objects",
+                    failed: objects
+                        .check(&binding)
+                        .err()
+                        .map(|i| (Reject::Invalidated, i.to_string())),
+                    detail: detail.join(", "),
+                });
+                bound = Some(objects);
+            }
+            Err(e) => eprintln!("warning: cannot read the token's bound objects: {e}"),
+        }
+    }
+    finish(&auth.with_bound_objects(bound), token, checks).await
 }
 
 fn kid_shown(kid: &Option<String>) -> String {
@@ -259,6 +299,13 @@ async fn finish(auth: &Authenticator, token: &str, checks: Vec<Check>) -> ExitCo
         }
         Err(AuthError::Rejected(r)) => {
             println!("REJECTED: {} — {}", r.reason.as_str(), explain(r.reason));
+            ExitCode::from(1)
+        }
+        Err(AuthError::BoundObjectsStale { issuer }) => {
+            println!(
+                "UNDECIDED: issuer {:?} has bound_objects and the cluster state could not be read",
+                issuer.name()
+            );
             ExitCode::from(1)
         }
         Err(AuthError::Unavailable { issuer }) => {

@@ -150,7 +150,7 @@ impl Config {
             let algs: Vec<&str> = i.algorithms.iter().map(|a| a.as_str()).collect();
             let _ = writeln!(
                 s,
-                "issuer {:?}: iss {} via {}; audiences {:?}; algorithms {:?}; claims {}; legacy_tokens {}; refresh_interval {}; max_stale {}",
+                "issuer {:?}: iss {} via {}; audiences {:?}; algorithms {:?}; claims {}; legacy_tokens {}; bound_objects {}; refresh_interval {}; max_stale {}",
                 i.name,
                 i.issuer,
                 source,
@@ -158,6 +158,7 @@ impl Config {
                 algs,
                 i.claims.as_str(),
                 i.legacy_tokens,
+                i.bound_objects,
                 checks::written(i.refresh_interval),
                 checks::written(i.max_stale)
             );
@@ -265,6 +266,13 @@ audiences = ["https://kubernetes.default.svc.cluster.local"]
             (
                 format!("{MIN}\n[kubernetes]\nkube_config = \"k\"\n"),
                 "kubernetes.kube_config",
+            ),
+            (
+                MIN.replace(
+                    "name = \"cluster\"",
+                    "name = \"cluster\"\nclaims = \"oidc\"\nbound_objects = true",
+                ),
+                "issuers[0].bound_objects",
             ),
         ];
         for (text, key) in cases {

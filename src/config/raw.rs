@@ -114,6 +114,7 @@ pub(super) struct RawIssuer {
     pub(super) max_lifetime: Option<String>,
     pub(super) claims: Option<String>,
     pub(super) legacy_tokens: Option<bool>,
+    pub(super) bound_objects: Option<bool>,
     pub(super) claim_mappings: Option<RawClaimMappings>,
 }
 

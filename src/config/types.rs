@@ -209,5 +209,8 @@ pub struct IssuerConfig {
     pub max_lifetime: Duration,
     pub claims: ClaimsMode,
     pub legacy_tokens: bool,
+    /// Check the token's service account and bound pod, secret or node against the watched
+    /// cluster state (SPEC section 12).
+    pub bound_objects: bool,
     pub claim_mappings: ClaimMappings,
 }

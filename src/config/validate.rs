@@ -460,6 +460,13 @@ fn issuer(
             "only valid with claims = \"kubernetes\"".into(),
         ));
     }
+    let bound_objects = ri.bound_objects.unwrap_or(false);
+    if bound_objects && claims != ClaimsMode::Kubernetes {
+        return Err(f.err(
+            &k("bound_objects"),
+            "only valid with claims = \"kubernetes\"".into(),
+        ));
+    }
     let m = ri.claim_mappings.as_ref();
     let claim_mappings = ClaimMappings {
         username: m
@@ -500,6 +507,7 @@ fn issuer(
         max_lifetime: f.dur(&k("max_lifetime"), &ri.max_lifetime, DEFAULT_MAX_LIFETIME)?,
         claims,
         legacy_tokens,
+        bound_objects,
         claim_mappings,
     })
 }

@@ -42,5 +42,10 @@ pub fn refused(token: &str, e: AuthError, m: &RequestMetrics) -> Response<Body> 
             tracing::debug!(issuer = issuer.name(), "no usable keys");
             response::unavailable()
         }
+        AuthError::BoundObjectsStale { issuer } => {
+            m.unavailable.increment(1);
+            tracing::debug!(issuer = issuer.name(), "bound objects not in sync");
+            response::bound_objects_stale()
+        }
     }
 }
