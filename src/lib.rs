@@ -29,6 +29,7 @@
 // The request path: connections, stages, the responses it makes, where it forwards.
 pub mod cold;
 pub mod listener;
+pub mod path;
 pub mod pipeline;
 pub mod request_body;
 pub mod response;
@@ -39,6 +40,7 @@ pub mod upstream;
 // Who is calling, and may they.
 pub mod auth;
 pub mod authz;
+pub mod cel;
 pub mod identity;
 pub mod jwks;
 pub mod keys;

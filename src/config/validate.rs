@@ -33,6 +33,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
     let tokenreview = tokenreview(&raw.tokenreview, upstream.is_some(), f)?;
     let issuers = issuers(&raw.issuers, f)?;
     let log = log(&raw.log, f)?;
+    let authorization = super::authorization::authorization(&raw.authorization, f)?;
     Ok(Config {
         source: file.to_string(),
         server,
@@ -42,6 +43,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
         tokenreview,
         issuers,
         log,
+        authorization,
     })
 }
 
@@ -68,10 +70,10 @@ fn log(raw: &RawLog, f: File) -> Result<LogConfig, ConfigError> {
 
 /// The file being validated: every error names it.
 #[derive(Clone, Copy)]
-struct File<'a>(&'a str);
+pub(super) struct File<'a>(pub(super) &'a str);
 
 impl File<'_> {
-    fn err(self, key: &str, message: String) -> ConfigError {
+    pub(super) fn err(self, key: &str, message: String) -> ConfigError {
         ConfigError {
             file: self.0.to_string(),
             key: key.to_string(),
@@ -79,7 +81,12 @@ impl File<'_> {
         }
     }
 
-    fn dur(self, key: &str, v: &Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    pub(super) fn dur(
+        self,
+        key: &str,
+        v: &Option<String>,
+        default: &str,
+    ) -> Result<Duration, ConfigError> {
         parse_duration(v.as_deref().unwrap_or(default)).map_err(|m| self.err(key, m))
     }
 
