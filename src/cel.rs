@@ -26,6 +26,8 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
 pub struct Expression {
     source: String,
     program: ::cel::Program,
+    /// The variables it names (each once).
+    variables: Vec<String>,
 }
 
 impl std::fmt::Debug for Expression {
@@ -59,9 +61,13 @@ impl Expression {
                 variables.join(", ")
             ));
         }
+        free.sort_unstable();
+        free.dedup();
+        let variables = free.into_iter().map(str::to_string).collect();
         Ok(Expression {
             source: source.to_string(),
             program,
+            variables,
         })
     }
 
@@ -72,7 +78,7 @@ impl Expression {
 
     /// Does the expression name this variable? (Bind only what it uses.)
     pub fn uses(&self, variable: &str) -> bool {
-        self.program.references().has_variable(variable)
+        self.variables.iter().any(|v| v == variable)
     }
 
     /// Evaluate with the bound variables; anything but a boolean result is an error.

@@ -31,6 +31,8 @@ pub const JWKS_KEY_SET_INFO: &str = "tokenreview_proxy_jwks_key_set_info";
 pub const CONFIG_RELOADS_TOTAL: &str = "tokenreview_proxy_config_reloads_total";
 pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
     "tokenreview_proxy_config_last_reload_success_timestamp_seconds";
+pub const AUTHORIZATION_TOTAL: &str = "tokenreview_proxy_authorization_total";
+pub const SUBJECT_ACCESS_REVIEWS_TOTAL: &str = "tokenreview_proxy_subject_access_reviews_total";
 /// Not in SPEC's table (an addition): keys of the current JWKS document dropped at load time
 /// (`oct`, `use: enc`, RSA under 2048 bits, malformed, ...).
 pub const JWKS_DROPPED_KEYS: &str = "tokenreview_proxy_jwks_dropped_keys";
@@ -135,6 +137,14 @@ fn describe() {
     describe_gauge!(
         JWKS_DROPPED_KEYS,
         "Keys of the current JWKS dropped at load (oct, use=enc, weak RSA, malformed)"
+    );
+    describe_counter!(
+        AUTHORIZATION_TOTAL,
+        "Authorization decisions by route (or default) and decision"
+    );
+    describe_counter!(
+        SUBJECT_ACCESS_REVIEWS_TOTAL,
+        "SubjectAccessReview answers by result and source (cache or apiserver)"
     );
     describe_counter!(
         REQUEST_BODY_TIMEOUTS_TOTAL,

@@ -15,6 +15,7 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use serde_json::json;
 
+use crate::path::PathError;
 use crate::upstream::UpstreamBody;
 use crate::verify::Reject;
 
@@ -139,6 +140,22 @@ pub fn forbidden() -> Response<Body> {
     text(StatusCode::FORBIDDEN, "forbidden\n")
 }
 
+/// 400: a path that cannot be normalized safely (SPEC section 11).
+#[cold]
+#[inline(never)]
+pub fn bad_path(e: PathError) -> Response<Body> {
+    text(
+        StatusCode::BAD_REQUEST,
+        match e {
+            PathError::EncodedSeparator => "bad path: encoded '/' or '\\'\n",
+            PathError::Backslash => "bad path: '\\'\n",
+            PathError::AboveRoot => "bad path: '..' above the root\n",
+            PathError::BadEscape => "bad path: malformed percent-encoding\n",
+            PathError::NotAbsolute => "bad path: must start with '/'\n",
+        },
+    )
+}
+
 /// 404: nothing is served on this path (no upstream configured).
 #[cold]
 #[inline(never)]
@@ -179,6 +196,19 @@ pub fn unavailable() -> Response<Body> {
     let mut r = text(
         StatusCode::SERVICE_UNAVAILABLE,
         "no usable keys for this token's issuer yet\n",
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    r
+}
+
+/// 503 with `Retry-After`: authorization needs the kube-apiserver, which did not answer.
+#[cold]
+#[inline(never)]
+pub fn authorization_unavailable() -> Response<Body> {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "authorization is unavailable\n",
     );
     r.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
