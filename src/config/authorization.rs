@@ -161,6 +161,87 @@ fn route(i: usize, r: &RawRoute, f: File) -> Result<RouteConfig, ConfigError> {
     })
 }
 
+/// The `check-config` lines of `[authorization]`: the settings, then each route in order.
+pub(super) fn summary(a: &AuthorizationConfig, out: &mut String) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "authorization: default {}, sar_allow_ttl {}, sar_deny_ttl {}, {} route(s)",
+        if a.default_allow { "allow" } else { "deny" },
+        super::checks::written(a.sar_allow_ttl),
+        super::checks::written(a.sar_deny_ttl),
+        a.routes.len()
+    );
+    for r in &a.routes {
+        let path = match &r.path {
+            PathMatch::Prefix(p) => format!("path_prefix {p}"),
+            PathMatch::Exact(p) => format!("path {p}"),
+        };
+        let methods = if r.methods.is_empty() {
+            "any".to_string()
+        } else {
+            r.methods.join(",")
+        };
+        let _ = write!(out, "  route {:?}: {path}; methods {methods}", r.name);
+        if r.anonymous {
+            let _ = write!(out, "; anonymous");
+        }
+        if !r.service_accounts.is_empty() {
+            let sas: Vec<String> = r
+                .service_accounts
+                .iter()
+                .map(|(ns, n)| format!("{ns}:{}", n.as_deref().unwrap_or("*")))
+                .collect();
+            let _ = write!(out, "; service_accounts {sas:?}");
+        }
+        if !r.groups.is_empty() {
+            let _ = write!(out, "; groups {:?}", r.groups);
+        }
+        if !r.users.is_empty() {
+            let _ = write!(out, "; users {:?}", r.users);
+        }
+        if let Some(e) = &r.expression {
+            let _ = write!(out, "; expression {:?}", e.source());
+        }
+        match &r.subject_access_review {
+            Some(SarAttributes::NonResource { verb }) => {
+                let _ = write!(
+                    out,
+                    "; subject_access_review non-resource verb {}",
+                    verb.as_deref().unwrap_or("(method)")
+                );
+            }
+            Some(SarAttributes::Resource {
+                verb,
+                group,
+                resource,
+                subresource,
+                namespace,
+                name,
+                ..
+            }) => {
+                let mut what = if group.is_empty() {
+                    resource.clone()
+                } else {
+                    format!("{resource}.{group}")
+                };
+                if !subresource.is_empty() {
+                    what = format!("{what}/{subresource}");
+                }
+                let _ = write!(
+                    out,
+                    "; subject_access_review {} {what} namespace {:?} name {:?}",
+                    verb.as_deref().unwrap_or("(method)"),
+                    namespace,
+                    name
+                );
+            }
+            None => {}
+        }
+        let _ = writeln!(out);
+    }
+}
+
 /// A route's path must be written as the normalized path it matches: routing compares
 /// normalized request paths with it, byte for byte.
 fn route_path(p: &str) -> Result<String, String> {

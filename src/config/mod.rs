@@ -154,6 +154,7 @@ impl Config {
                 checks::written(i.max_stale)
             );
         }
+        authorization::summary(&self.authorization, &mut s);
         s
     }
 }

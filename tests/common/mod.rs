@@ -72,6 +72,8 @@ pub struct Opts {
     pub no_wait: bool,
     /// Keys the mock issuer starts with (default: one RS256 key "k1").
     pub keys: Option<Vec<TestKey>>,
+    /// TOML tables appended after the issuer (`[authorization]`, `[kubernetes]`, ...).
+    pub tail: String,
 }
 
 pub struct Harness {
@@ -119,7 +121,9 @@ audiences = ["{AUD}"]
 algorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
 {source}
 {issuer}
+{tail}
 "#,
+        tail = opts.tail,
         server = opts.server_extra,
         upstream = opts.upstream_extra,
         cache = opts.cache_extra,
