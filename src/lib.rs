@@ -50,6 +50,7 @@ pub mod verify;
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod kubernetes;
 pub mod logging;
 pub mod metrics;
 pub mod reload;

@@ -535,7 +535,7 @@ async fn malformed_tokens_are_rejected() {
 
     // Padded base64: the same signature bytes with '=' padding.
     assert!(
-        parts[2].len() % 4 != 0,
+        !parts[2].len().is_multiple_of(4),
         "a 256-byte signature needs padding"
     );
     let padded_sig = format!(

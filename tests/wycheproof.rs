@@ -117,7 +117,7 @@ fn key_set(mut jwk: Value, alg: Alg) -> Result<KeySet, String> {
 fn verify(keys: &KeySet, alg: Alg, id: usize, msg: &[u8], sig: &[u8]) -> Result<bool, Reject> {
     let token = ParsedToken {
         alg,
-        kid: (id % 2 == 0).then(|| "w".to_string()),
+        kid: id.is_multiple_of(2).then(|| "w".to_string()),
         claims: serde_json::from_str::<Claims>("{}").unwrap(),
         payload: Vec::new(),
         signing_input: msg,

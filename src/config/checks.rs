@@ -64,6 +64,7 @@ impl Config {
             i.ca_file.as_mut().map(fix);
             i.token_file.as_mut().map(fix);
         }
+        self.kubernetes.kubeconfig.as_mut().map(fix);
     }
 
     /// Every file the config names, with its key. Validation does not require them to exist
@@ -100,6 +101,9 @@ impl Config {
             if let Some(p) = &is.token_file {
                 out.push((format!("issuers[{i}].token_file"), p.clone()));
             }
+        }
+        if let Some(p) = &self.kubernetes.kubeconfig {
+            out.push(("kubernetes.kubeconfig".into(), p.clone()));
         }
         out
     }

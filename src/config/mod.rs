@@ -18,15 +18,15 @@ mod validate;
 
 pub use types::{
     AdminConfig, AuthorizationConfig, CacheConfig, ClaimMappings, ClaimsMode, Config, ConfigError,
-    IdentityMode, IssuerConfig, KeySource, LogConfig, LogFormat, PathMatch, RouteConfig,
-    SarAttributes, ServerConfig, TlsFiles, TokenReviewConfig, UpstreamConfig, DEFAULT_ADMIN_LISTEN,
-    DEFAULT_ALGORITHMS, DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES,
-    DEFAULT_CACHE_MAX_TTL, DEFAULT_CLOCK_SKEW, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE,
-    DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_NEGATIVE_TTL, DEFAULT_REFRESH_INTERVAL,
-    DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_SHUTDOWN_DELAY, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_UPSTREAM_MAX_CONNECTIONS, DEFAULT_UPSTREAM_TIMEOUT,
+    IdentityMode, IssuerConfig, KeySource, KubernetesConfig, LogConfig, LogFormat, PathMatch,
+    RouteConfig, SarAttributes, ServerConfig, TlsFiles, TokenReviewConfig, UpstreamConfig,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_ALGORITHMS, DEFAULT_CACHE_MAX_ENTRIES,
+    DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES, DEFAULT_CACHE_MAX_TTL, DEFAULT_CLOCK_SKEW,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_KUBERNETES_MAX_STALE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE, DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_NEGATIVE_TTL,
+    DEFAULT_REFRESH_INTERVAL, DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_SHUTDOWN_DELAY,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM_MAX_CONNECTIONS, DEFAULT_UPSTREAM_TIMEOUT,
 };
 pub use validate::parse_duration;
 
@@ -132,6 +132,15 @@ impl Config {
             s,
             "tokenreview: enabled={} allowed_callers={:?}",
             self.tokenreview.enabled, self.tokenreview.allowed_callers
+        );
+        let _ = writeln!(
+            s,
+            "kubernetes: {}, max_stale {}",
+            match &self.kubernetes.kubeconfig {
+                Some(p) => format!("kubeconfig {}", p.display()),
+                None => "in-cluster, else $KUBECONFIG".to_string(),
+            },
+            checks::written(self.kubernetes.max_stale)
         );
         for i in &self.issuers {
             let source = match &i.source {
@@ -259,11 +268,33 @@ audiences = ["https://kubernetes.default.svc.cluster.local"]
                 MIN.replace("http://127.0.0.1:8081", "ftp://x"),
                 "upstream.url",
             ),
+            (
+                format!("{MIN}\n[kubernetes]\nmax_stale = \"0s\"\n"),
+                "kubernetes.max_stale",
+            ),
+            (
+                format!("{MIN}\n[kubernetes]\nkube_config = \"k\"\n"),
+                "kubernetes.kube_config",
+            ),
         ];
         for (text, key) in cases {
             let e = Config::parse(&text, "t.toml").unwrap_err();
             assert_eq!(e.key, key, "{e}");
         }
+    }
+
+    #[test]
+    fn kubernetes_defaults_to_in_cluster_and_resolves_its_kubeconfig() {
+        let c = Config::parse(MIN, "t.toml").unwrap();
+        assert_eq!(c.kubernetes, KubernetesConfig::default());
+        assert_eq!(c.kubernetes.max_stale, Duration::from_secs(300));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("{MIN}\n[kubernetes]\nkubeconfig = \"kc\"\n")).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.kubernetes.kubeconfig, Some(dir.path().join("kc")));
+        let missing: Vec<String> = c.missing_files().into_iter().map(|e| e.key).collect();
+        assert_eq!(missing, ["kubernetes.kubeconfig"]);
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) authorization: RawAuthorization,
+    #[serde(default)]
+    pub(super) kubernetes: RawKubernetes,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +62,13 @@ pub(super) struct RawSubjectAccessReview {
     pub(super) subresource: Option<String>,
     pub(super) namespace: Option<String>,
     pub(super) name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKubernetes {
+    pub(super) kubeconfig: Option<PathBuf>,
+    pub(super) max_stale: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

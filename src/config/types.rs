@@ -28,6 +28,7 @@ pub const DEFAULT_MIN_REFETCH_INTERVAL: &str = "10s";
 pub const DEFAULT_MAX_STALE: &str = "24h";
 pub const DEFAULT_CLOCK_SKEW: &str = "60s";
 pub const DEFAULT_MAX_LIFETIME: &str = "8784h";
+pub const DEFAULT_KUBERNETES_MAX_STALE: &str = "5m";
 pub const DEFAULT_ALGORITHMS: &[&str] = &["RS256", "ES256"];
 pub const DEFAULT_SAR_ALLOW_TTL: &str = "5m";
 pub const DEFAULT_SAR_DENY_TTL: &str = "30s";
@@ -53,6 +54,7 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     pub log: LogConfig,
     pub authorization: AuthorizationConfig,
+    pub kubernetes: KubernetesConfig,
 }
 
 /// `[authorization]` (SPEC section 11).
@@ -118,6 +120,26 @@ pub enum SarAttributes {
         namespace: String,
         name: String,
     },
+}
+
+/// `[kubernetes]` (SPEC section 12): how the proxy reaches the kube-apiserver, for the
+/// features that need it. Nothing connects unless one of them is configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file; `None`: in-cluster (service env, the pod's token and CA), else
+    /// `$KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// How long watches may stay broken before bound-object checks fail closed.
+    pub max_stale: Duration,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> KubernetesConfig {
+        KubernetesConfig {
+            kubeconfig: None,
+            max_stale: Duration::from_secs(300),
+        }
+    }
 }
 
 /// `[log]` (SPEC section 15).

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::raw::{
-    RawAdmin, RawCache, RawConfig, RawIssuer, RawLog, RawServer, RawTokenReview, RawUpstream,
+    RawAdmin, RawCache, RawConfig, RawIssuer, RawKubernetes, RawLog, RawServer, RawTokenReview,
+    RawUpstream,
 };
 use super::types::*;
 use crate::keys::Alg;
@@ -34,6 +35,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
     let issuers = issuers(&raw.issuers, f)?;
     let log = log(&raw.log, f)?;
     let authorization = super::authorization::authorization(&raw.authorization, f)?;
+    let kubernetes = kubernetes(&raw.kubernetes, f)?;
     Ok(Config {
         source: file.to_string(),
         server,
@@ -44,6 +46,22 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
         issuers,
         log,
         authorization,
+        kubernetes,
+    })
+}
+
+fn kubernetes(raw: &RawKubernetes, f: File) -> Result<KubernetesConfig, ConfigError> {
+    let max_stale = f.dur(
+        "kubernetes.max_stale",
+        &raw.max_stale,
+        DEFAULT_KUBERNETES_MAX_STALE,
+    )?;
+    if max_stale.is_zero() {
+        return Err(f.err("kubernetes.max_stale", "must be greater than 0".into()));
+    }
+    Ok(KubernetesConfig {
+        kubeconfig: raw.kubeconfig.clone(),
+        max_stale,
     })
 }
 
