@@ -97,9 +97,7 @@ impl Route {
                 }
             }
         }
-        if self.users.iter().any(|u| *u == id.username)
-            || self.groups.iter().any(|g| id.groups.contains(g))
-        {
+        if self.users.contains(&id.username) || self.groups.iter().any(|g| id.groups.contains(g)) {
             return true;
         }
         match &self.expression {

@@ -49,7 +49,7 @@ pub async fn review(
     req: &Request<Incoming>,
 ) -> Result<bool, SarError> {
     let Some(reviewer) = &authz.reviewer else {
-        return Err(SarError::Unavailable);
+        return Err(SarError::Client("no route asks for reviews".into()));
     };
     let allowed = reviewer.review(route, caller, facts(req)).await?;
     if allowed {

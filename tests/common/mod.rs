@@ -2,6 +2,8 @@
 //! over real loopback sockets, plus a small HTTP client and log capture.
 #![allow(dead_code)]
 
+pub mod apiserver;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
