@@ -18,6 +18,9 @@
 #        connections as in compare.sh, so that each connection's state is as far from the
 #        cache as under load. Use N=20000 or more: new connections are set up while counting.
 #        The simulation sees no kernel: bytes a recv copies in count as misses when read.
+#        AUTHZ=routes or AUTHZ=cel: with 20 authorization routes (lib.sh's authz_routes), the
+#        request decided by the last one: an allow-list, or a CEL expression. Compare with a run
+#        without AUTHZ to see what routing adds to the cached path.
 source "$(dirname "$0")/lib.sh"
 need oha nginx haproxy valgrind callgrind_control python3 openssl curl
 MISS=${MISS:-}
@@ -80,7 +83,8 @@ else
   kind=cached
 fi
 
-proxy_config "$WORK/callgrind.toml" "workers = 1"
+proxy_config "$WORK/callgrind.toml" "workers = 1" "${AUTHZ:+$(authz_routes "$AUTHZ")}"
+[ -n "${AUTHZ:-}" ] && kind="$kind, 20 routes ($AUTHZ)"
 for b in "$@"; do
   RUST_LOG=warn count "tokenreview-proxy $kind: $(basename "$b")" "$PROXY_PORT" "$b" run --config "$WORK/callgrind.toml"
 done
