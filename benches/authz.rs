@@ -140,7 +140,10 @@ fn bench_authz(c: &mut Criterion) {
                 "user",
                 cel::map([
                     ("username", cel::string(&id.username)),
-                    ("groups", cel::string_list(id.groups.iter().map(String::as_str))),
+                    (
+                        "groups",
+                        cel::string_list(id.groups.iter().map(String::as_str)),
+                    ),
                 ]),
             );
             vars.bind("request", cel::map([("method", cel::string("GET"))]));

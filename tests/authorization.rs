@@ -493,3 +493,20 @@ fn a_bad_expression_or_an_unknown_route_key_exits_64_naming_file_and_route() {
     assert!(err.contains("authorization.routes[1]"), "{err}");
     assert!(err.contains("\"typo\"") && err.contains("verbs"), "{err}");
 }
+
+#[tokio::test]
+async fn a_reload_changes_the_routes_on_open_connections() {
+    let h = start("").await;
+    let t = h.token();
+    let mut conn = common::KeepAlive::open(h.addr).await;
+    assert_eq!(conn.get_with_token("/secret", &t).await.status, 200);
+    let locked = format!(
+        "{}\n[[authorization.routes]]\nname = \"rl-secret\"\npath = \"/secret\"\nusers = [\"nobody\"]\n",
+        h.config_text
+    );
+    let config = tokenreview_proxy::config::Config::parse(&locked, "(reloaded)").unwrap();
+    h.proxy.as_ref().unwrap().reloader().apply(config).unwrap();
+    // The same connection, its token remembered: the new routes decide.
+    assert_eq!(conn.get_with_token("/secret", &t).await.status, 403);
+    assert_eq!(conn.get_with_token("/public", &t).await.status, 200);
+}

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::raw::{RawAuthorization, RawRoute, RawSubjectAccessReview};
 use super::types::{
-    AuthorizationConfig, ConfigError, PathMatch, RouteConfig, SarAttributes, DEFAULT_SAR_ALLOW_TTL,
-    DEFAULT_SAR_DENY_TTL,
+    AuthorizationConfig, ConfigError, IdentityMode, PathMatch, RouteConfig, SarAttributes,
+    UpstreamConfig, DEFAULT_SAR_ALLOW_TTL, DEFAULT_SAR_DENY_TTL,
 };
 use super::validate::File;
 use crate::cel::Expression;
@@ -57,6 +57,28 @@ pub(super) fn authorization(
         )?,
         routes,
     })
+}
+
+/// In impersonate mode the upstream request carries the proxy's own token: a request without
+/// an identity would run as the proxy. Anonymous routes are refused there.
+pub(super) fn check_with_upstream(
+    a: &AuthorizationConfig,
+    upstream: Option<&UpstreamConfig>,
+    f: File,
+) -> Result<(), ConfigError> {
+    if upstream.is_some_and(|u| u.identity_headers == IdentityMode::Impersonate) {
+        if let Some((i, r)) = a.routes.iter().enumerate().find(|(_, r)| r.anonymous) {
+            return Err(f.err(
+                &format!("authorization.routes[{i}].anonymous"),
+                format!(
+                    "route {:?}: not with upstream.identity_headers = \"impersonate\" (a request \
+                     without a token would reach the upstream with the proxy's own credential)",
+                    r.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn route(i: usize, r: &RawRoute, f: File) -> Result<RouteConfig, ConfigError> {
@@ -394,6 +416,18 @@ subject_access_review = { resource = "services", subresource = "proxy", namespac
             assert!(e.message.contains("route \"r\""), "{e}");
             assert_eq!(e.file, "t.toml");
         }
+    }
+
+    #[test]
+    fn anonymous_routes_are_refused_in_impersonate_mode() {
+        let text = format!("{BASE}\n[[authorization.routes]]\nname = \"h\"\npath = \"/healthz\"\nanonymous = true")
+            .replace(
+                "url = \"http://127.0.0.1:8081\"",
+                "url = \"http://127.0.0.1:8081\"\nidentity_headers = \"impersonate\"\ntoken_file = \"/t\"",
+            );
+        let e = Config::parse(&text, "t.toml").unwrap_err();
+        assert_eq!(e.key, "authorization.routes[0].anonymous", "{e}");
+        assert!(e.message.contains("\"h\""), "{e}");
     }
 
     #[test]

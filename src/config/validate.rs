@@ -35,6 +35,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
     let issuers = issuers(&raw.issuers, f)?;
     let log = log(&raw.log, f)?;
     let authorization = super::authorization::authorization(&raw.authorization, f)?;
+    super::authorization::check_with_upstream(&authorization, upstream.as_ref(), f)?;
     let kubernetes = kubernetes(&raw.kubernetes, f)?;
     Ok(Config {
         source: file.to_string(),
