@@ -9,14 +9,16 @@
 //! check. A decision that needs the kube-apiserver is [`Decision::Review`]: the pipeline
 //! runs it out of line, so the common path stays synchronous.
 
-use http::{HeaderMap, Method};
+use http::Method;
 
 use crate::auth::Verified;
 use crate::config::Config;
 
+mod facts;
 mod routes;
 pub mod sar;
 
+pub use facts::RequestFacts;
 pub use routes::{Outcomes, Route};
 pub use sar::{Reviewer, SarError};
 
@@ -31,27 +33,6 @@ pub enum Decision<'a> {
     Deny,
     /// The route's conditions hold; its SubjectAccessReview decides.
     Review(&'a Route),
-}
-
-/// What authorization sees of a request: the method, the normalized path that is forwarded,
-/// and the headers (for the host, read only by expressions that use it).
-pub struct RequestFacts<'a> {
-    pub method: &'a Method,
-    pub path: &'a str,
-    pub headers: &'a HeaderMap,
-    /// The request target's authority (absolute-form and HTTP/2 requests).
-    pub authority: Option<&'a str>,
-}
-
-impl RequestFacts<'_> {
-    /// The host the client asked for: `Host`, else the target's authority.
-    pub fn host(&self) -> &str {
-        self.headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or(self.authority)
-            .unwrap_or("")
-    }
 }
 
 /// The authorization policy of one runtime, built from the config.

@@ -4,7 +4,7 @@
 
 use metrics::{counter, Counter};
 
-use super::RequestFacts;
+use super::facts::RequestFacts;
 use crate::auth::Verified;
 use crate::cel::{self, Expression, Vars};
 use crate::config::{PathMatch, RouteConfig, SarAttributes};

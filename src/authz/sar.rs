@@ -21,7 +21,8 @@ use metrics::{counter, Counter};
 use moka::future::Cache;
 use moka::Expiry;
 
-use super::{RequestFacts, Route};
+use super::facts::RequestFacts;
+use super::routes::Route;
 use crate::auth::Verified;
 use crate::config::{Config, KubernetesConfig, SarAttributes};
 use crate::metrics::SUBJECT_ACCESS_REVIEWS_TOTAL;

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
+use super::file::File;
 use super::raw::{RawAuthorization, RawRoute, RawSubjectAccessReview};
 use super::types::{
     AuthorizationConfig, ConfigError, IdentityMode, PathMatch, RouteConfig, SarAttributes,
     UpstreamConfig, DEFAULT_SAR_ALLOW_TTL, DEFAULT_SAR_DENY_TTL,
 };
-use super::validate::File;
 use crate::cel::Expression;
 
 /// The variables a route expression may use.

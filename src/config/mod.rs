@@ -12,10 +12,12 @@ use std::path::Path;
 
 mod authorization;
 mod checks;
+mod file;
 mod raw;
 mod types;
 mod validate;
 
+pub use file::parse_duration;
 pub use types::{
     AdminConfig, AuthorizationConfig, CacheConfig, ClaimMappings, ClaimsMode, Config, ConfigError,
     IdentityMode, IssuerConfig, KeySource, KubernetesConfig, LogConfig, LogFormat, PathMatch,
@@ -28,7 +30,6 @@ pub use types::{
     DEFAULT_REFRESH_INTERVAL, DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_SHUTDOWN_DELAY,
     DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM_MAX_CONNECTIONS, DEFAULT_UPSTREAM_TIMEOUT,
 };
-pub use validate::parse_duration;
 
 impl Config {
     /// Read and validate a config file.
