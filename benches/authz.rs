@@ -14,6 +14,13 @@
 //!
 //! The same 20-route table is what `loadtest/instructions.sh` measures with `AUTHZ=routes` or
 //! `AUTHZ=cel`.
+//!
+//! One run on the shared 2-core machine, other builds running (`cargo bench --bench authz`,
+//! median): normalize/already_normal 53 ns, normalize/rewrite 378 ns; authorize/no_routes
+//! 6.9 ns, authorize/20_routes_allow_list 69 ns, authorize/20_routes_cel 4.5 µs; cel/eval_only
+//! 1.8 µs. So allow-lists cost tens of nanoseconds, and a CEL route a few microseconds: most of
+//! it binding `user` (its `extra` map, the token's extras made as strings) and the `cel`
+//! crate's evaluation; use an allow-list where one says the same.
 
 use std::sync::Arc;
 
