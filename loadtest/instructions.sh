@@ -21,6 +21,9 @@
 #        BOUND=1: the issuer has bound_objects = true, its watches served by
 #        loadtest/fake_apiserver.py with the token's service account, pod and node (use with
 #        TOKEN_POD=NAME for a pod-bound token): the cached path's cost with the epoch check.
+#        AUTHZ=routes or AUTHZ=cel: with 20 authorization routes (lib.sh's authz_routes), the
+#        request decided by the last one: an allow-list, or a CEL expression. Compare with a run
+#        without AUTHZ to see what routing adds to the cached path.
 source "$(dirname "$0")/lib.sh"
 need oha nginx haproxy valgrind callgrind_control python3 openssl curl
 MISS=${MISS:-}
@@ -99,7 +102,10 @@ KC
   BOUND_CFG=$(printf 'bound_objects = true\n[kubernetes]\nkubeconfig = "%s"\n' "$WORK/kubeconfig")
   kind="$kind, bound_objects"
 fi
-proxy_config "$WORK/callgrind.toml" "workers = 1" "$BOUND_CFG"
+# The routes go after the issuer's lines: [[authorization.routes]] tables end the issuer table.
+proxy_config "$WORK/callgrind.toml" "workers = 1" "$BOUND_CFG${AUTHZ:+
+$(authz_routes "$AUTHZ")}"
+[ -n "${AUTHZ:-}" ] && kind="$kind, 20 routes ($AUTHZ)"
 for b in "$@"; do
   RUST_LOG=warn count "tokenreview-proxy $kind: $(basename "$b")" "$PROXY_PORT" "$b" run --config "$WORK/callgrind.toml"
 done

@@ -172,6 +172,26 @@ ${3:-}
 TOML
 }
 
+# authz_routes KIND: an [authorization] table of 20 routes for measuring what routing costs
+# on the cached path (loadtest/instructions.sh with AUTHZ=routes or AUTHZ=cel). The load's
+# request, GET / with the default:default token, passes the first 19 (other paths; one has a
+# CEL expression) and is decided by the 20th: an allow-list (routes) or a CEL expression (cel).
+authz_routes() {
+  echo '[authorization]'
+  echo 'default = "deny"'
+  for i in $(seq 1 18); do
+    printf '[[authorization.routes]]\nname = "svc-%s"\npath_prefix = "/api/svc-%s"\nmethods = ["GET", "POST"]\nservice_accounts = ["team-%s:*"]\n' "$i" "$i" "$i"
+  done
+  printf '[[authorization.routes]]\nname = "reports"\npath_prefix = "/reports"\nexpression = %s\n' \
+    "'request.method == \"GET\" && \"system:serviceaccounts:ops\" in user.groups'"
+  if [ "$1" = cel ]; then
+    printf '[[authorization.routes]]\nname = "rest"\npath_prefix = "/"\nexpression = %s\n' \
+      "'request.method == \"GET\" && \"system:serviceaccounts:default\" in user.groups'"
+  else
+    printf '[[authorization.routes]]\nname = "rest"\npath_prefix = "/"\nservice_accounts = ["default:*"]\n'
+  fi
+}
+
 start_proxy() {
   proxy_config "$WORK/proxy.toml" "" "${1:-}"
   RUST_LOG=warn "$BIN" run --config "$WORK/proxy.toml" 2> "$WORK/proxy.log" 9>&- &

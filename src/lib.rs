@@ -6,14 +6,16 @@
 //! ```text
 //! accept (TCP or rustls) ─► hyper-util auto (HTTP/1.1 + HTTP/2)            [listener]
 //!    └► request path, as named stages:                                     [pipeline]
-//!         normalize    bound header lines; refuse CONNECT; strip spoofable identity headers
+//!         normalize    bound header lines; refuse CONNECT; strip spoofable identity headers;
+//!                      normalize the path (400 if unsafe)                   [path]
+//!         route        first route covering method + path (anonymous: no token needed) [authz]
 //!         TokenReview? ─► tokenreview handler ─► authenticate ─┐           [tokenreview]
 //!         extract      the bearer token, borrowed                │           [token]
 //!         authenticate connection memo, else authenticate(token, audiences) [auth]
 //!              ├► cache: keyed hash of (token, audience set) ─► hit        [auth::cache]
 //!              └► miss: parse JWS ─► issuer by iss ─► claim checks         [verify]
 //!                   ─► keys (arc-swap) ─► signature ─► identity ─► insert  [keys, identity]
-//!         authorize    the runtime's policy (allow-all for now)            [authz]
+//!         authorize    route conditions, CEL, SubjectAccessReview (cached) [authz, cel]
 //!         forward      identity headers (pre-built) ─► upstream ─► stream back [upstream]
 //!                      (HTTP/1.1 or HTTP/2; upgrades become tunnels)
 //!    request bodies: a stall past request_body_timeout ends them (408)     [request_body]
@@ -31,6 +33,7 @@
 // The request path: connections, stages, the responses it makes, where it forwards.
 pub mod cold;
 pub mod listener;
+pub mod path;
 pub mod pipeline;
 pub mod request_body;
 pub mod response;
@@ -42,6 +45,7 @@ pub mod upstream;
 pub mod auth;
 pub mod authz;
 pub mod bound;
+pub mod cel;
 pub mod identity;
 pub mod jwks;
 pub mod keys;

@@ -33,6 +33,8 @@ pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
     "tokenreview_proxy_config_last_reload_success_timestamp_seconds";
 pub const BOUND_OBJECTS: &str = "tokenreview_proxy_bound_objects";
 pub const BOUND_OBJECTS_SYNCED: &str = "tokenreview_proxy_bound_objects_synced";
+pub const AUTHORIZATION_TOTAL: &str = "tokenreview_proxy_authorization_total";
+pub const SUBJECT_ACCESS_REVIEWS_TOTAL: &str = "tokenreview_proxy_subject_access_reviews_total";
 /// Not in SPEC's table (an addition): keys of the current JWKS document dropped at load time
 /// (`oct`, `use: enc`, RSA under 2048 bits, malformed, ...).
 pub const JWKS_DROPPED_KEYS: &str = "tokenreview_proxy_jwks_dropped_keys";
@@ -145,6 +147,14 @@ fn describe() {
     describe_gauge!(
         BOUND_OBJECTS_SYNCED,
         "1 while that kind's watch is in sync with the kube-apiserver, else 0"
+    );
+    describe_counter!(
+        AUTHORIZATION_TOTAL,
+        "Authorization decisions by route (or default) and decision"
+    );
+    describe_counter!(
+        SUBJECT_ACCESS_REVIEWS_TOTAL,
+        "SubjectAccessReview answers by result and source (cache or apiserver)"
     );
     describe_counter!(
         REQUEST_BODY_TIMEOUTS_TOTAL,

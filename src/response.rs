@@ -17,6 +17,7 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use serde_json::json;
 
+use crate::path::PathError;
 use crate::upstream::UpstreamBody;
 use crate::verify::Reject;
 
@@ -142,6 +143,22 @@ pub fn forbidden() -> Response<Body> {
     text(StatusCode::FORBIDDEN, "forbidden\n")
 }
 
+/// 400: a path that cannot be normalized safely (SPEC section 11).
+#[cold]
+#[inline(never)]
+pub fn bad_path(e: PathError) -> Response<Body> {
+    text(
+        StatusCode::BAD_REQUEST,
+        match e {
+            PathError::EncodedSeparator => "bad path: encoded '/' or '\\'\n",
+            PathError::Backslash => "bad path: '\\'\n",
+            PathError::AboveRoot => "bad path: '..' above the root\n",
+            PathError::BadEscape => "bad path: malformed percent-encoding\n",
+            PathError::NotAbsolute => "bad path: must start with '/'\n",
+        },
+    )
+}
+
 /// 404: nothing is served on this path (no upstream configured).
 #[cold]
 #[inline(never)]
@@ -196,6 +213,19 @@ pub fn bound_objects_stale() -> Response<Body> {
     let mut r = text(
         StatusCode::SERVICE_UNAVAILABLE,
         "bound_objects_stale: cluster state for this token's bound objects is not in sync\n",
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    r
+}
+
+/// 503 with `Retry-After`: authorization needs the kube-apiserver, which did not answer.
+#[cold]
+#[inline(never)]
+pub fn authorization_unavailable() -> Response<Body> {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "authorization is unavailable\n",
     );
     r.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));

@@ -10,25 +10,28 @@
 
 use std::path::Path;
 
+mod authorization;
 mod checks;
 mod protocols;
+mod file;
 mod raw;
 mod types;
 mod validate;
 
 pub use protocols::{Cidr, UpstreamProtocol};
+pub use file::parse_duration;
 pub use types::{
-    AdminConfig, CacheConfig, ClaimMappings, ClaimsMode, Config, ConfigError, IdentityMode,
-    IssuerConfig, KeySource, KubernetesConfig, LogConfig, LogFormat, ServerConfig, TlsFiles,
-    TokenReviewConfig, UpstreamConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ALGORITHMS,
-    DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES, DEFAULT_CACHE_MAX_TTL,
-    DEFAULT_CLOCK_SKEW, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    AdminConfig, AuthorizationConfig, CacheConfig, ClaimMappings, ClaimsMode, Config, ConfigError,
+    IdentityMode, IssuerConfig, KeySource, KubernetesConfig, LogConfig, LogFormat, PathMatch,
+    RouteConfig, SarAttributes, ServerConfig, TlsFiles, TokenReviewConfig, UpstreamConfig,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_ALGORITHMS, DEFAULT_CACHE_MAX_ENTRIES,
+    DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES, DEFAULT_CACHE_MAX_TTL, DEFAULT_CLOCK_SKEW,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_KUBERNETES_MAX_STALE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE, DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_NEGATIVE_TTL,
     DEFAULT_REFRESH_INTERVAL, DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_SHUTDOWN_DELAY,
     DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM_MAX_CONNECTIONS, DEFAULT_UPSTREAM_TIMEOUT,
 };
-pub use validate::parse_duration;
 
 impl Config {
     /// Read and validate a config file.
@@ -63,6 +66,11 @@ impl Config {
                 e.message().to_string() + &line_hint(text, e.span()),
             )
         })?;
+        // Kept for messages: an error inside a route names the route.
+        let routes = value
+            .get("authorization")
+            .and_then(|a| a.get("routes"))
+            .cloned();
         let raw: raw::RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let key = if path == "." || path.is_empty() {
@@ -70,7 +78,11 @@ impl Config {
             } else {
                 path
             };
-            err(&key, e.into_inner().to_string())
+            let message = e.into_inner().to_string();
+            match route_name(routes.as_ref(), &key) {
+                Some(name) => err(&key, format!("route {name:?}: {message}")),
+                None => err(&key, message),
+            }
         })?;
         validate::validate(raw, file)
     }
@@ -163,8 +175,17 @@ impl Config {
                 checks::written(i.max_stale)
             );
         }
+        authorization::summary(&self.authorization, &mut s);
         s
     }
+}
+
+/// The name of the route a key like `authorization.routes[2].verbs` is in, if it has one.
+fn route_name(routes: Option<&toml::Value>, key: &str) -> Option<String> {
+    let rest = key.strip_prefix("authorization.routes[")?;
+    let i: usize = rest[..rest.find(']')?].parse().ok()?;
+    let name = routes?.get(i)?.get("name")?.as_str()?;
+    Some(name.to_string())
 }
 
 fn line_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {

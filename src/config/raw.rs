@@ -21,7 +21,47 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) log: RawLog,
     #[serde(default)]
+    pub(super) authorization: RawAuthorization,
+    #[serde(default)]
     pub(super) kubernetes: RawKubernetes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuthorization {
+    pub(super) default: Option<String>,
+    pub(super) sar_allow_ttl: Option<String>,
+    pub(super) sar_deny_ttl: Option<String>,
+    #[serde(default)]
+    pub(super) routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) name: String,
+    pub(super) path_prefix: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) methods: Option<Vec<String>>,
+    pub(super) anonymous: Option<bool>,
+    pub(super) service_accounts: Option<Vec<String>>,
+    pub(super) groups: Option<Vec<String>>,
+    pub(super) users: Option<Vec<String>>,
+    pub(super) expression: Option<String>,
+    pub(super) subject_access_review: Option<RawSubjectAccessReview>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSubjectAccessReview {
+    pub(super) non_resource: Option<bool>,
+    pub(super) verb: Option<String>,
+    pub(super) group: Option<String>,
+    pub(super) version: Option<String>,
+    pub(super) resource: Option<String>,
+    pub(super) subresource: Option<String>,
+    pub(super) namespace: Option<String>,
+    pub(super) name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

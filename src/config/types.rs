@@ -31,6 +31,8 @@ pub const DEFAULT_CLOCK_SKEW: &str = "60s";
 pub const DEFAULT_MAX_LIFETIME: &str = "8784h";
 pub const DEFAULT_KUBERNETES_MAX_STALE: &str = "5m";
 pub const DEFAULT_ALGORITHMS: &[&str] = &["RS256", "ES256"];
+pub const DEFAULT_SAR_ALLOW_TTL: &str = "5m";
+pub const DEFAULT_SAR_DENY_TTL: &str = "30s";
 
 /// A configuration error: which file, which key, what is wrong. Exit code 64.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +54,73 @@ pub struct Config {
     pub tokenreview: TokenReviewConfig,
     pub issuers: Vec<IssuerConfig>,
     pub log: LogConfig,
+    pub authorization: AuthorizationConfig,
     pub kubernetes: KubernetesConfig,
+}
+
+/// `[authorization]` (SPEC section 11).
+#[derive(Debug, Clone)]
+pub struct AuthorizationConfig {
+    /// For an authenticated request no route matches: allow (true) or deny.
+    pub default_allow: bool,
+    pub sar_allow_ttl: Duration,
+    pub sar_deny_ttl: Duration,
+    /// In file order: the first that matches decides.
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for AuthorizationConfig {
+    fn default() -> AuthorizationConfig {
+        AuthorizationConfig {
+            default_allow: true,
+            sar_allow_ttl: Duration::from_secs(300),
+            sar_deny_ttl: Duration::from_secs(30),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// Which paths a route covers, in normalized form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// Whole segments: `/api` covers `/api` and `/api/...`, never `/apix`. Stored without a
+    /// trailing `/` (`"/"` covers everything).
+    Prefix(String),
+    Exact(String),
+}
+
+/// One `[[authorization.routes]]` entry, checked.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub path: PathMatch,
+    /// Uppercase; empty: any method.
+    pub methods: Vec<String>,
+    pub anonymous: bool,
+    /// `(namespace, name)`; `None`: any name in the namespace.
+    pub service_accounts: Vec<(String, Option<String>)>,
+    pub groups: Vec<String>,
+    pub users: Vec<String>,
+    /// Compiled when the config loads.
+    pub expression: Option<std::sync::Arc<crate::cel::Expression>>,
+    pub subject_access_review: Option<SarAttributes>,
+}
+
+/// What a route's SubjectAccessReview asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SarAttributes {
+    /// `nonResourceAttributes`: the request's path, the verb given or the method's.
+    NonResource { verb: Option<String> },
+    /// `resourceAttributes`; `verb: None` is the method's Kubernetes verb.
+    Resource {
+        verb: Option<String>,
+        group: String,
+        version: String,
+        resource: String,
+        subresource: String,
+        namespace: String,
+        name: String,
+    },
 }
 
 /// `[kubernetes]` (SPEC section 12): how the proxy reaches the kube-apiserver, for the

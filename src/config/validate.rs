@@ -1,30 +1,16 @@
 //! Raw file → [`Config`]: one function per section, in file order, each naming the file and
 //! the key in its errors. The first error found is the one reported.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::protocols;
+use super::file::File;
 use super::raw::{
     RawAdmin, RawCache, RawConfig, RawIssuer, RawKubernetes, RawLog, RawServer, RawTokenReview,
     RawUpstream,
 };
 use super::types::*;
 use crate::keys::Alg;
-
-/// Parse a duration like "90s", "5m", "24h", "1h30m", "250ms".
-///
-/// ```
-/// use std::time::Duration;
-/// use tokenreview_proxy::config::parse_duration;
-/// assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-/// assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-/// assert!(parse_duration("soon").is_err());
-/// ```
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. \"90s\", \"5m\", \"24h\""))
-}
 
 pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
     let f = File(file);
@@ -35,6 +21,8 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
     let tokenreview = tokenreview(&raw.tokenreview, upstream.is_some(), f)?;
     let issuers = issuers(&raw.issuers, f)?;
     let log = log(&raw.log, f)?;
+    let authorization = super::authorization::authorization(&raw.authorization, f)?;
+    super::authorization::check_with_upstream(&authorization, upstream.as_ref(), f)?;
     let kubernetes = kubernetes(&raw.kubernetes, f)?;
     Ok(Config {
         source: file.to_string(),
@@ -45,6 +33,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
         tokenreview,
         issuers,
         log,
+        authorization,
         kubernetes,
     })
 }
@@ -83,35 +72,6 @@ fn log(raw: &RawLog, f: File) -> Result<LogConfig, ConfigError> {
         level,
         access: raw.access.unwrap_or(false),
     })
-}
-
-/// The file being validated: every error names it.
-#[derive(Clone, Copy)]
-struct File<'a>(&'a str);
-
-impl File<'_> {
-    fn err(self, key: &str, message: String) -> ConfigError {
-        ConfigError {
-            file: self.0.to_string(),
-            key: key.to_string(),
-            message,
-        }
-    }
-
-    fn dur(self, key: &str, v: &Option<String>, default: &str) -> Result<Duration, ConfigError> {
-        parse_duration(v.as_deref().unwrap_or(default)).map_err(|m| self.err(key, m))
-    }
-
-    fn addr(self, key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
-        v.parse::<SocketAddr>().map_err(|e| {
-            self.err(
-                key,
-                format!(
-                    "invalid address {v:?} ({e}); use HOST:PORT with an IP, e.g. \"0.0.0.0:8080\""
-                ),
-            )
-        })
-    }
 }
 
 fn server(s: &RawServer, f: File) -> Result<ServerConfig, ConfigError> {
@@ -531,6 +491,7 @@ fn unique(i: usize, ri: &RawIssuer, earlier: &[IssuerConfig], f: File) -> Result
 
 #[cfg(test)]
 mod tests {
+    use super::super::file::parse_duration;
     use super::*;
 
     #[test]

@@ -18,6 +18,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 
 use crate::auth::{Accepted, Principal};
+use crate::identity::TokenHeaderValues;
 use crate::metrics::RequestMetrics;
 use crate::request_body::{self, BodyFailure, BodyOutcome};
 use crate::response::{self, Body};
@@ -31,18 +32,29 @@ pub struct SendOptions {
     pub access: bool,
 }
 
-/// Send the request upstream; the future resolves to the response to give the client.
+/// Send the request upstream for `caller` (`None`: an anonymous route's request without a
+/// token, forwarded with no identity headers); the future resolves to the response to give
+/// the client.
 pub fn send<'a>(
     upstream: &'a Upstream,
     m: &'a RequestMetrics,
     req: Request<Incoming>,
-    (verified, token_headers): Accepted,
+    caller: Option<Accepted>,
     conn: &'a Downstream,
     opts: SendOptions,
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
     let (req, body) = request_body::watch(req, opts.body_timeout);
-    let sending = upstream.forward(req, &verified.principal.headers, token_headers, conn);
-    let caller = opts.access.then(|| Caller(verified.principal.clone()));
+    let (verified, token_headers) = match caller {
+        Some((v, t)) => (Some(v), t),
+        None => (None, TokenHeaderValues::default()),
+    };
+    let identity = verified
+        .as_ref()
+        .map_or(&[][..], |v| &v.principal.headers[..]);
+    let sending = upstream.forward(req, identity, token_headers, conn);
+    let caller = verified
+        .filter(|_| opts.access)
+        .map(|v| Caller(v.principal.clone()));
     sending.map(move |r| {
         let mut resp = match r {
             Ok(resp) => {

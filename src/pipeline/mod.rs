@@ -1,8 +1,9 @@
 //! The request path: every request on the main listener, start to finish, as named stages.
 //!
 //! ```text
-//! handle ─► normalize ─► TokenReview path?  ─► tokenreview::handle
-//!                    └─► extract ─► authenticate ─► authorize ─► forward
+//! handle ─► TokenReview path?  ─► tokenreview::handle
+//!        └─► normalize ─► route ─► extract ─► authenticate ─► authorize ─► forward
+//!                              └─ anonymous route, no token ─────────────► forward
 //! ```
 //!
 //! Each stage is a room of its own whose doc says when it runs and what it may change.
@@ -21,7 +22,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::auth::{Accepted, TokenMemo};
-use crate::authz::Decision;
+use crate::authz::{Decision, Route};
 use crate::cold::out_of_line;
 use crate::response::{self, Body};
 use crate::runtime::{Runtime, Shared};
@@ -117,9 +118,11 @@ pub fn handle<'a>(
     }))
 }
 
-/// A request to proxy: normalize → extract → authenticate → authorize → forward. With a
-/// token the connection's memo answers, all of it runs now, on the stack; other tokens take
-/// the boxed path through the shared cache or a verification. `CONNECT` is refused first.
+/// A request to proxy: normalize → route → extract → authenticate → authorize → forward.
+/// With a token the connection's memo answers, all of it runs now, on the stack; other tokens
+/// take the boxed path through the shared cache or a verification. `CONNECT` is refused
+/// first. The route is found before the token is read: an anonymous route's request without a
+/// token is forwarded with no identity; one with a token is authenticated like any other.
 fn proxy<'a>(
     worker: &'a Worker,
     peer: &'a Peer,
@@ -133,26 +136,41 @@ fn proxy<'a>(
         return future::Either::Left(ready(response::not_found()));
     };
     normalize::strip_spoofable(req.headers_mut(), !peer.downstream.trusted);
+    if let Err(e) = normalize::path(&mut req) {
+        return future::Either::Left(ready(normalize::refused(e, m)));
+    }
+    let route = worker.runtime.authz.route(req.method(), req.uri().path());
     let token = match extract::bearer(req.headers()) {
         Bearer::Token(t) => t,
+        Bearer::Missing if route.is_some_and(|r| r.anonymous) => {
+            return future::Either::Right(future::Either::Left(authorize_and_forward(
+                worker, upstream, peer, req, route, None,
+            )));
+        }
         no_token => return future::Either::Left(ready(extract::refused(no_token, m))),
     };
     match authenticate::remembered(&worker.runtime.auth, token, &peer.memo) {
         Some(accepted) => future::Either::Right(future::Either::Left(authorize_and_forward(
-            worker, upstream, peer, req, accepted,
+            worker,
+            upstream,
+            peer,
+            req,
+            route,
+            Some(accepted),
         ))),
         None => future::Either::Right(future::Either::Right(out_of_line(verify_then_forward(
-            worker, upstream, peer, req,
+            worker, upstream, peer, req, route,
         )))),
     }
 }
 
 /// The path of a token the connection's memo did not answer.
-async fn verify_then_forward(
-    worker: &Worker,
-    upstream: &Upstream,
-    peer: &Peer,
+async fn verify_then_forward<'a>(
+    worker: &'a Worker,
+    upstream: &'a Upstream,
+    peer: &'a Peer,
     req: Request<Incoming>,
+    route: Option<&'a Route>,
 ) -> Response<Body> {
     let m = &worker.shared.metrics;
     let token = match extract::bearer(req.headers()) {
@@ -164,31 +182,73 @@ async fn verify_then_forward(
         Ok(a) => a,
         Err(e) => return authenticate::refused(token, e, m),
     };
-    authorize_and_forward(worker, upstream, peer, req, accepted).await
+    authorize_and_forward(worker, upstream, peer, req, route, Some(accepted)).await
 }
 
-/// Authorize an accepted request, then forward it.
+/// Authorize a request (`caller: None`: an anonymous route's request without a token), then
+/// forward it.
 fn authorize_and_forward<'a>(
     worker: &'a Worker,
     upstream: &'a Upstream,
     peer: &'a Peer,
     req: Request<Incoming>,
-    accepted: Accepted,
+    route: Option<&'a Route>,
+    caller: Option<Accepted>,
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
-    match authorize::decide(&worker.runtime.authz, &accepted.0, &req) {
-        Decision::Allow => future::Either::Left(forward::send(
-            upstream,
-            &worker.shared.metrics,
-            req,
-            accepted,
-            &peer.downstream,
-            forward::SendOptions {
-                body_timeout: worker.runtime.config.server.request_body_timeout,
-                access: worker.runtime.config.log.access,
-            },
-        )),
-        Decision::Deny => future::Either::Right(ready(authorize::denied())),
+    let decision = match &caller {
+        Some((verified, _)) => authorize::decide(&worker.runtime.authz, route, verified, &req),
+        None => {
+            authorize::anonymous(route);
+            Decision::Allow
+        }
+    };
+    match decision {
+        Decision::Allow => future::Either::Left(send(worker, upstream, peer, req, caller)),
+        Decision::Deny => future::Either::Right(future::Either::Left(ready(authorize::denied()))),
+        Decision::Review(route) => future::Either::Right(future::Either::Right(out_of_line(
+            review_then_forward(worker, upstream, peer, req, route, caller),
+        ))),
     }
+}
+
+/// A route whose SubjectAccessReview decides: ask, then forward or refuse.
+async fn review_then_forward<'a>(
+    worker: &'a Worker,
+    upstream: &'a Upstream,
+    peer: &'a Peer,
+    req: Request<Incoming>,
+    route: &'a Route,
+    caller: Option<Accepted>,
+) -> Response<Body> {
+    let Some((verified, _)) = &caller else {
+        // Not reached: only an authenticated caller's decision can be a review.
+        return authorize::denied();
+    };
+    match authorize::review(&worker.runtime.authz, route, verified, &req).await {
+        Ok(true) => send(worker, upstream, peer, req, caller).await,
+        Ok(false) => authorize::denied(),
+        Err(e) => authorize::unavailable(e),
+    }
+}
+
+fn send<'a>(
+    worker: &'a Worker,
+    upstream: &'a Upstream,
+    peer: &'a Peer,
+    req: Request<Incoming>,
+    caller: Option<Accepted>,
+) -> impl Future<Output = Response<Body>> + Send + 'a {
+    forward::send(
+        upstream,
+        &worker.shared.metrics,
+        req,
+        caller,
+        &peer.downstream,
+        forward::SendOptions {
+            body_timeout: worker.runtime.config.server.request_body_timeout,
+            access: worker.runtime.config.log.access,
+        },
+    )
 }
 
 #[cfg(test)]

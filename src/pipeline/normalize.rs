@@ -4,10 +4,19 @@
 //! client could send to claim an identity (SPEC section 6), whatever its token and the mode.
 //! From a peer outside `server.trusted_proxies` it also removes every forwarding header
 //! (`Forwarded`, `X-Forwarded-*`, any spelling: SPEC section 14). It may remove headers; it
-//! never adds any. `CONNECT` ends here (405, never forwarded: SPEC
-//! section 14). SPEC section 11's path normalization joins it.
+//! never adds any. `CONNECT` ends here (405, never forwarded: SPEC section 14). It normalizes
+//! the path (SPEC section 11, `crate::path`): the request's URI is rewritten to the normalized
+//! path, query unchanged, so routing and the upstream see the same path; a path that cannot be
+//! normalized safely ends here (400).
 
-use http::{HeaderMap, HeaderName, Method};
+use std::borrow::Cow;
+
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, Method, Request, Uri};
+
+use crate::metrics::RequestMetrics;
+use crate::path::{self, PathError};
+use crate::response::{self, Body};
 
 /// Is this a gRPC request (`content-type: application/grpc*`), whose refusals must be gRPC
 /// statuses (SPEC section 7)? gRPC runs over HTTP/2 (gRPC-Web also over HTTP/1.1, with a
@@ -21,6 +30,41 @@ pub fn is_grpc<B: hyper::body::Body>(req: &http::Request<B>) -> bool {
 /// `CONNECT` asks for a tunnel to another host, which this proxy never opens: 405.
 pub fn is_connect(method: &Method) -> bool {
     method == Method::CONNECT
+}
+
+/// Normalize the request's path in place. An already-normal path (the common case) is
+/// scanned and left alone, without allocating.
+pub fn path<B>(req: &mut Request<B>) -> Result<(), PathError> {
+    let uri = req.uri();
+    // An origin-form request always has a path; only `OPTIONS *` or an absolute-form target
+    // without one lacks it.
+    let normalized = match path::normalize(uri.path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(p)) => p,
+        Err(e) => return Err(e),
+    };
+    rewrite(req, normalized)
+}
+
+#[cold]
+#[inline(never)]
+fn rewrite<B>(req: &mut Request<B>, normalized: String) -> Result<(), PathError> {
+    let pq = match req.uri().query() {
+        Some(q) => format!("{normalized}?{q}"),
+        None => normalized,
+    };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(pq).map_err(|_| PathError::BadEscape)?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| PathError::BadEscape)?;
+    Ok(())
+}
+
+/// The answer to a request whose path cannot be normalized safely.
+#[cold]
+#[inline(never)]
+pub fn refused(e: PathError, m: &RequestMetrics) -> http::Response<Body> {
+    m.rejected.increment(1);
+    response::bad_path(e)
 }
 
 /// Does any header line (name, `: `, value) exceed `max` bytes? hyper bounds the whole head
@@ -135,6 +179,20 @@ mod tests {
         ] {
             assert!(!is_spoofable(n), "{n}");
         }
+    }
+
+    #[test]
+    fn the_uri_carries_the_normalized_path_and_the_same_query() {
+        let mut req = Request::get("/a/./b/%7Ec/../d?x=/../%2F&y")
+            .body(())
+            .unwrap();
+        path(&mut req).unwrap();
+        assert_eq!(req.uri(), "/a/b/d?x=/../%2F&y");
+        let mut req = Request::get("http://h.test:8/a/../b?q").body(()).unwrap();
+        path(&mut req).unwrap();
+        assert_eq!(req.uri(), "http://h.test:8/b?q");
+        let mut req = Request::get("/a%2fb?q").body(()).unwrap();
+        assert_eq!(path(&mut req), Err(PathError::EncodedSeparator));
     }
 
     #[test]

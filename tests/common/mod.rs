@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_apiserver;
+pub mod apiserver;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -74,6 +75,8 @@ pub struct Opts {
     pub no_wait: bool,
     /// Keys the mock issuer starts with (default: one RS256 key "k1").
     pub keys: Option<Vec<TestKey>>,
+    /// TOML tables appended after the issuer (`[authorization]`, `[kubernetes]`, ...).
+    pub tail: String,
 }
 
 pub struct Harness {
@@ -121,7 +124,9 @@ audiences = ["{AUD}"]
 algorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
 {source}
 {issuer}
+{tail}
 "#,
+        tail = opts.tail,
         server = opts.server_extra,
         upstream = opts.upstream_extra,
         cache = opts.cache_extra,
