@@ -215,7 +215,10 @@ impl FakeApiserver {
             object,
         });
         st.log.push(e.clone());
-        let _ = self.inner.events.send(e);
+        // A stopped server delivers nothing, even on a watch whose cut is still under way.
+        if !self.inner.is_down.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.inner.events.send(e);
+        }
     }
 
     /// End every open connection (watches see their stream cut).
