@@ -32,7 +32,7 @@ pub struct MintArgs {
     /// Private key, PKCS#8 PEM (see `keygen`).
     #[arg(long)]
     pub key: PathBuf,
-    /// Algorithm; default: RS256 for RSA keys, ES256/ES384 for EC, EdDSA for Ed25519.
+    /// Algorithm; default: RS256 for RSA keys, ES256/ES384/ES512 for EC, EdDSA for Ed25519.
     #[arg(long)]
     pub alg: Option<String>,
     #[arg(long, default_value = "key-1")]

@@ -12,10 +12,12 @@ use crate::dev::{self, KubeTokenSpec, TestKey};
 fn detect_key(pem: &str, alg: Option<&str>, kid: &str) -> Result<TestKey, String> {
     match alg {
         Some(a) => TestKey::from_pkcs8_pem(pem, a, kid).map_err(|e| e.to_string()),
-        None => ["RS256", "ES256", "ES384", "EdDSA"]
+        None => ["RS256", "ES256", "ES384", "ES512", "EdDSA"]
             .iter()
             .find_map(|a| TestKey::from_pkcs8_pem(pem, a, kid).ok())
-            .ok_or_else(|| "not an RSA, P-256, P-384 or Ed25519 PKCS#8 private key".to_string()),
+            .ok_or_else(|| {
+                "not an RSA, P-256, P-384, P-521 or Ed25519 PKCS#8 private key".to_string()
+            }),
     }
 }
 

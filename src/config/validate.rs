@@ -425,7 +425,7 @@ fn issuer(
         let alg = Alg::parse(a).ok_or_else(|| {
             f.err(
                 &k("algorithms"),
-                format!("{a:?} is not supported (supported: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA; HS* and none are never accepted)"),
+                format!("{a:?} is not supported (supported: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA; HS* and none are never accepted)"),
             )
         })?;
         if !algorithms.contains(&alg) {

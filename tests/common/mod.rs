@@ -116,7 +116,7 @@ url = "{upstream_url}"
 name = "{name}"
 issuer = "{issuer_url}"
 audiences = ["{AUD}"]
-algorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
+algorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 {source}
 {issuer}
 "#,
