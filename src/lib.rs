@@ -13,6 +13,7 @@
 //!              ├► cache: keyed hash of (token, audience set) ─► hit        [auth::cache]
 //!              └► miss: parse JWS ─► issuer by iss ─► claim checks         [verify]
 //!                   ─► keys (arc-swap) ─► signature ─► identity ─► insert  [keys, identity]
+//!                   (OIDC: claim rules and CEL mappings after the signature) [claim_rules]
 //!         authorize    the runtime's policy (allow-all for now)            [authz]
 //!         forward      identity headers (pre-built) ─► upstream ─► stream back [upstream]
 //!    request bodies: a stall past request_body_timeout ends them (408)     [request_body]
@@ -39,6 +40,7 @@ pub mod upstream;
 // Who is calling, and may they.
 pub mod auth;
 pub mod authz;
+pub mod claim_rules;
 pub mod identity;
 pub mod jwks;
 pub mod keys;
