@@ -11,16 +11,17 @@
 use std::path::Path;
 
 mod checks;
+mod claims;
 mod raw;
 mod types;
 mod validate;
 
 pub use types::{
-    AdminConfig, CacheConfig, ClaimMappings, ClaimsMode, Config, ConfigError, IdentityMode,
-    IssuerConfig, KeySource, KubernetesConfig, LogConfig, LogFormat, ServerConfig, TlsFiles,
-    TokenReviewConfig, UpstreamConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ALGORITHMS,
-    DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES, DEFAULT_CACHE_MAX_TTL,
-    DEFAULT_CLOCK_SKEW, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    AdminConfig, CacheConfig, ClaimsMode, Config, ConfigError, IdentityMode, IssuerConfig,
+    KeySource, KubernetesConfig, LogConfig, LogFormat, ServerConfig, TlsFiles, TokenReviewConfig,
+    UpstreamConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ALGORITHMS, DEFAULT_CACHE_MAX_ENTRIES,
+    DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES, DEFAULT_CACHE_MAX_TTL, DEFAULT_CLOCK_SKEW,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_KUBERNETES_MAX_STALE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE, DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_NEGATIVE_TTL,
     DEFAULT_REFRESH_INTERVAL, DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_SHUTDOWN_DELAY,
@@ -151,6 +152,9 @@ impl Config {
                 checks::written(i.refresh_interval),
                 checks::written(i.max_stale)
             );
+            if let Some(rules) = &i.claim_rules {
+                let _ = writeln!(s, "  claim rules {:?}: {}", i.name, rules.describe());
+            }
         }
         s
     }

@@ -3,7 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::claim_rules::ClaimRules;
 
 use crate::keys::Alg;
 
@@ -181,15 +184,6 @@ pub enum KeySource {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClaimMappings {
-    pub username: String,
-    pub username_prefix: String,
-    pub groups: Option<String>,
-    pub groups_prefix: String,
-    pub uid: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct IssuerConfig {
     pub name: String,
     pub issuer: String,
@@ -205,5 +199,6 @@ pub struct IssuerConfig {
     pub max_lifetime: Duration,
     pub claims: ClaimsMode,
     pub legacy_tokens: bool,
-    pub claim_mappings: ClaimMappings,
+    /// `claims = "oidc"`: the claim mappings and rules (SPEC section 13), compiled.
+    pub claim_rules: Option<Arc<ClaimRules>>,
 }

@@ -442,12 +442,7 @@ fn issuer(
             ))
         }
     };
-    if ri.claim_mappings.is_some() && claims != ClaimsMode::Oidc {
-        return Err(f.err(
-            &k("claim_mappings"),
-            "only valid with claims = \"oidc\"".into(),
-        ));
-    }
+    let claim_rules = super::claims::toml_rules(i, ri, claims == ClaimsMode::Oidc, f.0)?;
     let legacy_tokens = ri.legacy_tokens.unwrap_or(false);
     if legacy_tokens && claims != ClaimsMode::Kubernetes {
         return Err(f.err(
@@ -455,18 +450,6 @@ fn issuer(
             "only valid with claims = \"kubernetes\"".into(),
         ));
     }
-    let m = ri.claim_mappings.as_ref();
-    let claim_mappings = ClaimMappings {
-        username: m
-            .and_then(|m| m.username.clone())
-            .unwrap_or_else(|| "sub".into()),
-        username_prefix: m
-            .and_then(|m| m.username_prefix.clone())
-            .unwrap_or_default(),
-        groups: m.and_then(|m| m.groups.clone()),
-        groups_prefix: m.and_then(|m| m.groups_prefix.clone()).unwrap_or_default(),
-        uid: m.and_then(|m| m.uid.clone()),
-    };
     let min_refetch_interval = f.dur(
         &k("min_refetch_interval"),
         &ri.min_refetch_interval,
@@ -495,7 +478,7 @@ fn issuer(
         max_lifetime: f.dur(&k("max_lifetime"), &ri.max_lifetime, DEFAULT_MAX_LIFETIME)?,
         claims,
         legacy_tokens,
-        claim_mappings,
+        claim_rules,
     })
 }
 
