@@ -718,3 +718,96 @@ fn sigterm_keeps_serving_for_shutdown_delay_with_readyz_503() {
         "waited shutdown_delay"
     );
 }
+
+/// `keygen --alg ES512`, `mint --oidc` with `--claims-json` and `--claim`, and `inspect
+/// --config` showing the identity an OIDC issuer's mappings give, or the failed rule's message.
+#[test]
+fn mint_oidc_claims_and_inspect_show_the_mapped_identity_or_the_failed_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let jwks = dir.path().join("jwks.json");
+    let o = run(&[
+        "keygen",
+        "--alg",
+        "ES512",
+        "--kid",
+        "k9",
+        "--out",
+        key.to_str().unwrap(),
+        "--jwks-out",
+        jwks.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&jwks).unwrap().contains("P-521"));
+    let claims_file = dir.path().join("claims.json");
+    std::fs::write(&claims_file, r#"{"hd": "example.com", "roles": ["dev"]}"#).unwrap();
+    let mint = |extra: &[&str]| {
+        let mut args = vec![
+            "--oidc",
+            "--sub",
+            "alice",
+            "--claims-json",
+            claims_file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = mint_k9(&key, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o).trim().to_string()
+    };
+    let token = mint(&["--claim", "tenant=t1", "--claim", "level=3"]);
+    let o = run(&["inspect", &token]);
+    let out = stdout(&o);
+    assert!(out.contains("\"alg\": \"ES512\""), "{out}");
+    assert!(out.contains("generic JWT (OIDC)"), "{out}");
+    assert!(out.contains("\"level\": 3"), "a JSON value: {out}");
+    assert!(out.contains("\"tenant\": \"t1\""), "a string: {out}");
+    assert!(!out.contains("kubernetes.io"), "{out}");
+
+    let cfg = write_config(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[[issuers]]
+name = "sso"
+issuer = "https://iss.example"
+jwks_file = "{}"
+audiences = ["svc"]
+algorithms = ["ES512"]
+claims = "oidc"
+[[issuers.claim_validation_rules]]
+expression = "claims.level < 5"
+message = "level too high"
+[issuers.claim_mappings]
+username_expression = "'oidc:' + claims.sub"
+groups_expression = "claims.roles"
+extra = [{{ key = "example.com/tenant", value_expression = "claims.tenant" }}]
+"#,
+        jwks.display()
+    ));
+    let cfg = cfg.path().to_str().unwrap();
+    let o = run(&["inspect", &token, "--config", cfg]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("VERIFIED by issuer \"sso\": oidc:alice"),
+        "{out}"
+    );
+    assert!(out.contains("[\"dev\", \"system:authenticated\"]"), "{out}");
+    assert!(out.contains("example.com/tenant = [\"t1\"]"), "{out}");
+
+    let refused = mint(&["--claim", "tenant=t1", "--claim", "level=9"]);
+    let o = run(&["inspect", &refused, "--config", cfg]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("REJECTED: invalid_claims — level too high"),
+        "{out}"
+    );
+
+    let o = mint_k9(&key, &["--claim", "novalue"]);
+    assert_eq!(o.status.code(), Some(64));
+}
