@@ -811,3 +811,64 @@ extra = [{{ key = "example.com/tenant", value_expression = "claims.tenant" }}]
     let o = mint_k9(&key, &["--claim", "novalue"]);
     assert_eq!(o.status.code(), Some(64));
 }
+
+/// A changed `authentication_config` file reloads the config like a changed config file; an
+/// invalid one is refused, naming the YAML file, and the running config stays.
+#[test]
+fn a_changed_authentication_config_file_reloads_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("authn.yaml");
+    let head = "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\n";
+    // A loopback issuer nothing listens on: no key fetch leaves the machine.
+    let jwt = "jwt:\n- issuer:\n    url: https://127.0.0.1:1/sso\n    audiences: [a]\n  claimMappings:\n    username:\n      claim: sub\n      prefix: ''\n";
+    std::fs::write(&yaml, format!("{head}{jwt}")).unwrap();
+    let base = run_config(dir.path(), "127.0.0.1:0");
+    let text = std::fs::read_to_string(base.path()).unwrap();
+    let cfg = write_config(&format!(
+        "authentication_config = \"{}\"\n{text}",
+        yaml.display()
+    ));
+    let (child, mut stderr, _) = start_run(&cfg);
+    let child = std::sync::Arc::new(std::sync::Mutex::new(child));
+    let watchdog = {
+        let child = child.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            let _ = child.lock().unwrap().kill();
+        })
+    };
+    std::fs::write(
+        &yaml,
+        format!(
+            "{head}{}",
+            jwt.replace("[a]", "[a, b]\n    audienceMatchPolicy: MatchAny")
+        ),
+    )
+    .unwrap();
+    assert!(
+        log_until(&mut stderr, "config reloaded").is_some(),
+        "a changed authentication_config reloads"
+    );
+    std::fs::write(
+        &yaml,
+        format!(
+            "{head}{}",
+            jwt.replace("claim: sub", "expression: 'claims.sub +'")
+        ),
+    )
+    .unwrap();
+    let refused = log_until(&mut stderr, "config reload refused").expect("refused");
+    assert!(refused.contains("authn.yaml"), "{refused}");
+    assert!(
+        refused.contains("jwt[0].claimMappings.username"),
+        "{refused}"
+    );
+    let status = {
+        let mut c = child.lock().unwrap();
+        assert!(c.try_wait().unwrap().is_none(), "still running");
+        sigterm(&c);
+        exit_within_10s(&mut c, "SIGTERM")
+    };
+    assert_eq!(status.code(), Some(0));
+    drop(watchdog);
+}

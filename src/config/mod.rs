@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+mod authn_file;
 mod checks;
 mod claims;
 mod raw;
@@ -38,19 +39,26 @@ impl Config {
             key: "(file)".into(),
             message: format!("cannot read: {e}"),
         })?;
-        let mut config = Config::parse(&text, &file)?;
         // Relative paths in the file mean relative to the file, wherever the proxy runs.
         let dir = path.parent().unwrap_or(Path::new(""));
-        config.resolve_paths(if dir.as_os_str().is_empty() {
+        let dir = if dir.as_os_str().is_empty() {
             Path::new(".")
         } else {
             dir
-        });
+        };
+        let mut config = Config::parse_in(&text, &file, dir)?;
+        config.resolve_paths(dir);
         Ok(config)
     }
 
-    /// Parse and validate config text; `file` is only used in messages.
+    /// Parse and validate config text; `file` is only used in messages. A relative
+    /// `authentication_config` is read relative to the working directory.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Config::parse_in(text, file, Path::new("."))
+    }
+
+    /// [`Config::parse`], with a relative `authentication_config` under `dir`.
+    fn parse_in(text: &str, file: &str, dir: &Path) -> Result<Config, ConfigError> {
         let err = |key: &str, message: String| ConfigError {
             file: file.to_string(),
             key: key.to_string(),
@@ -71,7 +79,54 @@ impl Config {
             };
             err(&key, e.into_inner().to_string())
         })?;
-        validate::validate(raw, file)
+        let mut config = validate::validate(raw, file)?;
+        if let Some(p) = &mut config.authentication_config {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+            config.add_authentication_config()?;
+        }
+        Ok(config)
+    }
+
+    /// Read `authentication_config` and add its `jwt` issuers after the TOML ones.
+    fn add_authentication_config(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = self.authentication_config.clone() else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            file: self.source.clone(),
+            key: "authentication_config".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        let file = path.display().to_string();
+        let (issuers, warnings) = authn_file::issuers(&text, &file)?;
+        for (i, added) in issuers.into_iter().enumerate() {
+            let clash = self
+                .issuers
+                .iter()
+                .find(|t| t.name == added.name || t.issuer == added.issuer);
+            if let Some(t) = clash {
+                return Err(ConfigError {
+                    file: file.clone(),
+                    key: format!("jwt[{i}].issuer.url"),
+                    message: format!(
+                        "{:?} (named {:?}) is configured in {} too (issuer {:?})",
+                        added.issuer, added.name, self.source, t.name
+                    ),
+                });
+            }
+            self.issuers.push(added);
+        }
+        if self.issuers.is_empty() {
+            return Err(ConfigError {
+                file,
+                key: "jwt".into(),
+                message: "no issuers: add a jwt entry here or an [[issuers]] entry".into(),
+            });
+        }
+        self.authentication_config_warnings = warnings;
+        Ok(())
     }
 
     /// A human summary of the effective config (for `check-config`). Never includes secrets:
@@ -132,6 +187,9 @@ impl Config {
             },
             checks::written(self.kubernetes.max_stale)
         );
+        if let Some(p) = &self.authentication_config {
+            let _ = writeln!(s, "authentication_config: {}", p.display());
+        }
         for i in &self.issuers {
             let source = match &i.source {
                 KeySource::Discovery(u) => format!("discovery {u}"),

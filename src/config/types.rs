@@ -55,6 +55,11 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     pub log: LogConfig,
     pub kubernetes: KubernetesConfig,
+    /// `authentication_config`: the AuthenticationConfiguration file whose `jwt` entries were
+    /// added to `issuers` (re-read on every reload).
+    pub authentication_config: Option<PathBuf>,
+    /// What `check-config` warns about in that file (fields that do not apply here).
+    pub authentication_config_warnings: Vec<String>,
 }
 
 /// `[kubernetes]` (SPEC section 12): how the proxy reaches the kube-apiserver, for the
@@ -191,6 +196,9 @@ pub struct IssuerConfig {
     pub audiences: Vec<String>,
     pub algorithms: Vec<Alg>,
     pub ca_file: Option<PathBuf>,
+    /// Inline PEM trust for discovery/JWKS fetches (an AuthenticationConfiguration's
+    /// `certificateAuthority`); wins over `ca_file`.
+    pub ca_pem: Option<String>,
     pub token_file: Option<PathBuf>,
     pub refresh_interval: Duration,
     pub min_refetch_interval: Duration,

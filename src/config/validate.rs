@@ -32,7 +32,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
     let upstream = raw.upstream.as_ref().map(|u| upstream(u, f)).transpose()?;
     let cache = cache(&raw.cache, f)?;
     let tokenreview = tokenreview(&raw.tokenreview, upstream.is_some(), f)?;
-    let issuers = issuers(&raw.issuers, f)?;
+    let issuers = issuers(&raw.issuers, raw.authentication_config.is_some(), f)?;
     let log = log(&raw.log, f)?;
     let kubernetes = kubernetes(&raw.kubernetes, f)?;
     Ok(Config {
@@ -45,6 +45,8 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
         issuers,
         log,
         kubernetes,
+        authentication_config: raw.authentication_config.clone(),
+        authentication_config_warnings: Vec::new(),
     })
 }
 
@@ -320,11 +322,12 @@ fn tokenreview(
     Ok(tokenreview)
 }
 
-fn issuers(raw: &[RawIssuer], f: File) -> Result<Vec<IssuerConfig>, ConfigError> {
-    if raw.is_empty() {
+/// `more`: an `authentication_config` adds issuers of its own.
+fn issuers(raw: &[RawIssuer], more: bool, f: File) -> Result<Vec<IssuerConfig>, ConfigError> {
+    if raw.is_empty() && !more {
         return Err(f.err(
             "issuers",
-            "at least one [[issuers]] entry is required".into(),
+            "at least one [[issuers]] entry (or an authentication_config) is required".into(),
         ));
     }
     let mut issuers = Vec::with_capacity(raw.len());
@@ -470,6 +473,7 @@ fn issuer(
         audiences: ri.audiences.clone(),
         algorithms,
         ca_file: ri.ca_file.clone(),
+        ca_pem: None,
         token_file: ri.token_file.clone(),
         refresh_interval,
         min_refetch_interval,
