@@ -280,3 +280,31 @@ fn a_bad_expression_exits_64_naming_the_file_and_the_rule() {
         "{stderr}"
     );
 }
+
+/// Rules run on a cache miss only: a token refused by a rule is decided once, then answered
+/// from the negative cache (same reason, same message) without evaluating the rule again, so
+/// its log line appears once however often it is sent.
+#[tokio::test]
+async fn rules_run_once_per_token_and_repeats_are_answered_from_the_cache() {
+    let rules = r#"
+claims = "oidc"
+[[issuers.claim_validation_rules]]
+expression = "claims.tenant != 'blocked-once'"
+message = "tenant blocked-once is refused"
+"#;
+    let h = start(rules).await;
+    let t = token(&h, json!({"tenant": "blocked-once"}));
+    for _ in 0..3 {
+        let (challenge, error) = refusal(&h, &t).await;
+        assert!(challenge.contains("invalid_claims"));
+        assert_eq!(error, "invalid_claims: tenant blocked-once is refused");
+    }
+    let logged = captured_logs()
+        .matches("tenant blocked-once is refused")
+        .count();
+    assert_eq!(logged, 1, "the rule ran more than once");
+    let ok = token(&h, json!({"tenant": "t2"}));
+    for _ in 0..2 {
+        assert_eq!(h.get_with_token("/", &ok, &[]).await.status, StatusCode::OK);
+    }
+}
