@@ -205,6 +205,7 @@ pub async fn follow(path: PathBuf, reloader: Arc<Reloader>, mut hangup: Signal) 
         tokio::select! {
             _ = hangup.recv() => {
                 tracing::info!(config = %path.display(), "SIGHUP: reloading");
+                seen = watched(&path, &reloader);
             }
             _ = tick.tick() => {
                 let now = watched(&path, &reloader);
@@ -212,12 +213,14 @@ pub async fn follow(path: PathBuf, reloader: Arc<Reloader>, mut hangup: Signal) 
                     continue;
                 }
                 tracing::info!(config = %path.display(), "config file changed: reloading");
+                // What was read, not what is there after the reload: a write that lands
+                // meanwhile is seen at the next tick. A new config naming another
+                // authentication_config differs at the next tick too: one more reload.
+                seen = now;
             }
         }
         // Errors are logged and counted by the reloader; the running config stays.
         let _ = reloader.reload_file(&path);
-        // A new config may name another authentication_config: compare against it next.
-        seen = watched(&path, &reloader);
     }
 }
 

@@ -837,6 +837,14 @@ fn a_changed_authentication_config_file_reloads_the_config() {
             let _ = child.lock().unwrap().kill();
         })
     };
+    // A SIGHUP first: once it is answered, the file watch is running and has read the files.
+    let pid = child.lock().unwrap().id().to_string();
+    let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(hup.success());
+    assert!(
+        log_until(&mut stderr, "config reloaded").is_some(),
+        "SIGHUP reloads"
+    );
     std::fs::write(
         &yaml,
         format!(
