@@ -6,7 +6,7 @@ use ::cel::Value as Cel;
 use serde_json::Value as Json;
 
 use super::cel::{self, Expression, Scope, Vars};
-use super::{ClaimRule, ClaimRules, Source};
+use super::compiled::{ClaimRule, ClaimRules, Source};
 
 /// The user a token maps to, before the proxy's own additions (`system:authenticated`, the
 /// per-token `credential-id`) and its refusal of `system:` names. `extra` is sorted by key.
