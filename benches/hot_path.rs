@@ -9,7 +9,7 @@
 //!   (hash → moka lookup → expiry and key-still-published re-check). Includes one
 //!   `block_on` of a current-thread runtime per iteration (~100 ns), noted in BENCHMARKS.md.
 //! - `authenticate/miss_<alg>`: a never-seen token per iteration (cache miss: parse, claim
-//!   checks, signature, identity, insert), for RS256, PS256, ES256, EdDSA.
+//!   checks, signature, identity, insert), for RS256, PS256, ES256, ES512, EdDSA.
 //! - `authenticate/miss_RS256_warm` and `authenticate/signature_only_RS256`: misses over a pool
 //!   of tokens minted up front (the `miss_*` runs mint in the setup, which leaves the caches
 //!   cold), and the bare RSA check of one of them: the difference is what a miss costs beyond
@@ -18,6 +18,11 @@
 //!   per cache entry, not per hit).
 //! - `strip_spoofable`: scanning a typical request's headers for client-sent identity headers
 //!   (and, from an untrusted peer, the default, forwarding headers).
+//! - `claim_rules/*`: an OIDC token's cache miss (ES256) under claim-name mappings
+//!   (`miss_claim_names`) and under three claim validation rules (one required value, two CEL)
+//!   plus three CEL mappings (username, groups, an extra) (`miss_cel_rules`), and
+//!   `apply_cel_rules` / `apply_claim_names`: the mapping and rules alone, without the rest of
+//!   the miss. Rules run only on a miss: `authenticate/cache_hit` is unaffected by them.
 //! - `end_to_end/cached_request`: one keep-alive HTTP/1.1 request through a running proxy to a
 //!   minimal hyper upstream on loopback, token cached: latency, including two loopback hops.
 
@@ -43,6 +48,11 @@ const AUD: &str = "bench-aud";
 
 /// A one-worker config for issuer `name` with the given key-source line.
 fn config(name: &str, upstream: &str, key_source: &str) -> Config {
+    config_with(name, upstream, key_source, "")
+}
+
+/// [`config`] with `extra` lines in the issuer's table.
+fn config_with(name: &str, upstream: &str, key_source: &str, extra: &str) -> Config {
     let text = format!(
         r#"
 [server]
@@ -57,7 +67,8 @@ name = "{name}"
 issuer = "{ISS}"
 {key_source}
 audiences = ["{AUD}"]
-algorithms = ["RS256", "PS256", "ES256", "EdDSA"]
+algorithms = ["RS256", "PS256", "ES256", "ES512", "EdDSA"]
+{extra}
 "#
     );
     Config::parse(&text, "(bench)").expect("bench config")
@@ -65,11 +76,17 @@ algorithms = ["RS256", "PS256", "ES256", "EdDSA"]
 
 /// An authenticator whose issuer already holds `keys` (no fetching).
 fn authenticator(keys: &[TestKey]) -> Authenticator {
+    authenticator_with(keys, "")
+}
+
+/// [`authenticator`] with `extra` lines in the issuer's table.
+fn authenticator_with(keys: &[TestKey], extra: &str) -> Authenticator {
     tokenreview_proxy::metrics::install();
-    let cfg = config(
+    let cfg = config_with(
         "bench",
         "http://127.0.0.1:1",
         "jwks_url = \"http://127.0.0.1:1/unused\"",
+        extra,
     );
     let issuer = Arc::new(Issuer::new(cfg.issuers[0].clone()));
     let jwks = serde_json::to_vec(&dev::jwks(
@@ -143,7 +160,7 @@ fn bench_pieces(c: &mut Criterion) {
 }
 
 fn bench_authenticate(c: &mut Criterion) {
-    let keys: Vec<TestKey> = ["RS256", "PS256", "ES256", "EdDSA"]
+    let keys: Vec<TestKey> = ["RS256", "PS256", "ES256", "ES512", "EdDSA"]
         .iter()
         .map(|a| TestKey::generate(a, a).unwrap())
         .collect();
@@ -293,12 +310,90 @@ fn bench_end_to_end(c: &mut Criterion) {
     running.signal_shutdown();
 }
 
+/// Claim-name mappings, the proxy's OIDC default shape.
+const CLAIM_NAMES: &str = r#"
+claims = "oidc"
+[issuers.claim_mappings]
+username = "email"
+username_prefix = "oidc:"
+groups = "groups"
+groups_prefix = "oidc:"
+uid = "sub"
+"#;
+
+/// Three claim validation rules and three expression mappings.
+const CEL_RULES: &str = r#"
+claims = "oidc"
+[[issuers.claim_validation_rules]]
+claim = "hd"
+required_value = "example.com"
+[[issuers.claim_validation_rules]]
+expression = "claims.exp - claims.nbf <= 86400"
+message = "lifetime"
+[[issuers.claim_validation_rules]]
+expression = "claims.email_verified == true"
+message = "unverified"
+[issuers.claim_mappings]
+username_expression = "'oidc:' + claims.email"
+groups_expression = "claims.groups.map(g, 'oidc:' + g)"
+uid = "sub"
+extra = [{ key = "example.com/tenant", value_expression = "claims.tenant" }]
+"#;
+
+fn oidc_token(key: &TestKey) -> String {
+    let now = dev::now_unix();
+    key.sign(&serde_json::json!({
+        "iss": ISS, "aud": AUD, "sub": dev::random_uuid(), "iat": now, "nbf": now,
+        "exp": now + 3600, "email": "alice@example.com", "email_verified": true,
+        "hd": "example.com", "groups": ["dev", "ops", "sre"], "tenant": "t1",
+    }))
+}
+
+fn bench_claim_rules(c: &mut Criterion) {
+    let key = TestKey::generate("ES256", "ES256").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("claim_rules");
+    for (name, rules) in [("claim_names", CLAIM_NAMES), ("cel_rules", CEL_RULES)] {
+        let auth = authenticator_with(std::slice::from_ref(&key), rules);
+        g.bench_function(format!("miss_{name}"), |b| {
+            b.iter_batched(
+                || oidc_token(&key),
+                |t| {
+                    let r = rt.block_on(auth.authenticate(&t, Audiences::Configured));
+                    assert!(r.is_ok(), "{:?}", r.err());
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        let cfg = config_with(
+            "bench",
+            "http://127.0.0.1:1",
+            "jwks_url = \"http://127.0.0.1:1/u\"",
+            rules,
+        );
+        let compiled = cfg.issuers[0].claim_rules.clone().unwrap();
+        let t = oidc_token(&key);
+        let payload = base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            t.split('.').nth(1).unwrap(),
+        )
+        .unwrap();
+        g.bench_function(format!("apply_{name}"), |b| {
+            b.iter(|| compiled.apply(std::hint::black_box(&payload), None).is_ok())
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .measurement_time(std::time::Duration::from_secs(3))
         .warm_up_time(std::time::Duration::from_secs(1))
         .sample_size(50);
-    targets = bench_pieces, bench_authenticate, bench_end_to_end
+    targets = bench_pieces, bench_authenticate, bench_claim_rules, bench_end_to_end
 }
 criterion_main!(benches);

@@ -4,7 +4,8 @@
 use http::{HeaderName, HeaderValue};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::config::{ClaimMappings, IdentityMode};
+use crate::claim_rules::Mapped;
+use crate::config::IdentityMode;
 use crate::verify::{Claims, Reject};
 
 mod extra;
@@ -76,56 +77,24 @@ pub fn legacy_identity(claims: &Claims, ns: &str, name: &str) -> Identity {
     }
 }
 
-/// OIDC identity from the issuer's claim mappings. Usernames and groups in the reserved
-/// `system:` namespace are refused (`invalid_claims`): an OIDC issuer must not be able to mint
-/// a service-account or `system:masters` identity. Use a prefix to namespace them.
-pub fn oidc_identity(payload: &[u8], m: &ClaimMappings) -> Result<Identity, Reject> {
-    let claims: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(payload).map_err(|_| Reject::Malformed)?;
-    let username = match claims.get(&m.username) {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => {
-            format!("{}{}", m.username_prefix, s)
-        }
-        _ => return Err(Reject::InvalidClaims),
-    };
-    if username.starts_with("system:") {
-        return Err(Reject::InvalidClaims);
+/// OIDC identity from an issuer's mapped claims ([`crate::claim_rules`]): the mapped groups,
+/// then `system:authenticated`. Usernames and groups in the reserved `system:` namespace are
+/// refused (`invalid_claims`, with the message returned here): an OIDC issuer must not be able
+/// to mint a service-account or `system:masters` identity. Use a prefix to namespace them.
+pub fn oidc_identity(m: Mapped) -> Result<Identity, &'static str> {
+    if m.username.starts_with("system:") {
+        return Err("the username is in the reserved system: namespace");
     }
-    let mut groups = Vec::new();
-    if let Some(g) = &m.groups {
-        match claims.get(g) {
-            None | Some(serde_json::Value::Null) => {}
-            Some(serde_json::Value::String(s)) => groups.push(format!("{}{}", m.groups_prefix, s)),
-            Some(serde_json::Value::Array(items)) => {
-                for item in items {
-                    match item {
-                        serde_json::Value::String(s) => {
-                            groups.push(format!("{}{}", m.groups_prefix, s))
-                        }
-                        _ => return Err(Reject::InvalidClaims),
-                    }
-                }
-            }
-            Some(_) => return Err(Reject::InvalidClaims),
-        }
+    if m.groups.iter().any(|g| g.starts_with("system:")) {
+        return Err("a group is in the reserved system: namespace");
     }
-    if groups.iter().any(|g| g.starts_with("system:")) {
-        return Err(Reject::InvalidClaims);
-    }
+    let mut groups = m.groups;
     groups.push(GROUP_AUTHENTICATED.to_string());
-    let uid = match &m.uid {
-        None => String::new(),
-        Some(c) => match claims.get(c) {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            None => String::new(),
-            Some(_) => return Err(Reject::InvalidClaims),
-        },
-    };
     Ok(Identity {
-        username,
-        uid,
+        username: m.username,
+        uid: m.uid,
         groups,
-        extra: Vec::new(),
+        extra: m.extra,
     })
 }
 
@@ -284,39 +253,19 @@ mod tests {
     }
 
     #[test]
-    fn oidc_mapping_prefixes_and_refuses_system_names() {
-        let m = ClaimMappings {
-            username: "email".into(),
-            username_prefix: "oidc:".into(),
-            groups: Some("groups".into()),
-            groups_prefix: "oidc:".into(),
-            uid: Some("sub".into()),
+    fn oidc_identity_adds_authenticated_and_refuses_system_names() {
+        let mapped = |username: &str, groups: &[&str]| Mapped {
+            username: username.into(),
+            uid: "123".into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            extra: vec![],
         };
-        let id =
-            oidc_identity(br#"{"sub":"123","email":"a@b","groups":["dev","ops"]}"#, &m).unwrap();
+        let id = oidc_identity(mapped("oidc:a@b", &["oidc:dev", "oidc:ops"])).unwrap();
         assert_eq!(id.username, "oidc:a@b");
         assert_eq!(id.uid, "123");
         assert_eq!(id.groups, ["oidc:dev", "oidc:ops", "system:authenticated"]);
-        let bare = ClaimMappings {
-            username_prefix: String::new(),
-            groups_prefix: String::new(),
-            ..m
-        };
-        assert_eq!(
-            oidc_identity(br#"{"sub":"1","email":"system:admin"}"#, &bare),
-            Err(Reject::InvalidClaims)
-        );
-        assert_eq!(
-            oidc_identity(
-                br#"{"sub":"1","email":"x","groups":["system:masters"]}"#,
-                &bare
-            ),
-            Err(Reject::InvalidClaims)
-        );
-        assert_eq!(
-            oidc_identity(br#"{"sub":"1"}"#, &bare),
-            Err(Reject::InvalidClaims)
-        );
+        assert!(oidc_identity(mapped("system:admin", &[])).is_err());
+        assert!(oidc_identity(mapped("x", &["system:masters"])).is_err());
     }
 
     #[test]

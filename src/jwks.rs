@@ -217,7 +217,10 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(cfg: &IssuerConfig) -> Result<Fetcher, tls::TlsError> {
-        let tls = tls::client_config(cfg.ca_file.as_deref(), None)?;
+        let tls = match &cfg.ca_pem {
+            Some(pem) => tls::client_config_pem(pem)?,
+            None => tls::client_config(cfg.ca_file.as_deref(), None)?,
+        };
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(FETCH_TIMEOUT));

@@ -27,6 +27,7 @@ pub enum Alg {
     PS512,
     ES256,
     ES384,
+    ES512,
     EdDSA,
 }
 
@@ -36,11 +37,12 @@ pub enum KeyType {
     Rsa,
     P256,
     P384,
+    P521,
     Ed25519,
 }
 
 impl Alg {
-    pub const ALL: [Alg; 9] = [
+    pub const ALL: [Alg; 10] = [
         Alg::RS256,
         Alg::RS384,
         Alg::RS512,
@@ -49,6 +51,7 @@ impl Alg {
         Alg::PS512,
         Alg::ES256,
         Alg::ES384,
+        Alg::ES512,
         Alg::EdDSA,
     ];
 
@@ -66,6 +69,7 @@ impl Alg {
             Alg::PS512 => "PS512",
             Alg::ES256 => "ES256",
             Alg::ES384 => "ES384",
+            Alg::ES512 => "ES512",
             Alg::EdDSA => "EdDSA",
         }
     }
@@ -77,6 +81,7 @@ impl Alg {
             }
             Alg::ES256 => KeyType::P256,
             Alg::ES384 => KeyType::P384,
+            Alg::ES512 => KeyType::P521,
             Alg::EdDSA => KeyType::Ed25519,
         }
     }
@@ -91,6 +96,7 @@ impl Alg {
             Alg::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
             Alg::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
             Alg::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+            Alg::ES512 => &signature::ECDSA_P521_SHA512_FIXED,
             Alg::EdDSA => &signature::ED25519,
         }
     }
@@ -335,6 +341,7 @@ fn parse_jwk(value: serde_json::Value, allowed: &[Alg]) -> Result<VerifyingKey, 
         ("RSA", _) => KeyType::Rsa,
         ("EC", Some("P-256")) => KeyType::P256,
         ("EC", Some("P-384")) => KeyType::P384,
+        ("EC", Some("P-521")) => KeyType::P521,
         ("OKP", Some("Ed25519")) => KeyType::Ed25519,
         _ => return Err(DropReason::UnsupportedType),
     };
@@ -397,8 +404,13 @@ fn parse_jwk(value: serde_json::Value, allowed: &[Alg]) -> Result<VerifyingKey, 
             material.push(0);
             material.extend_from_slice(e);
         }
-        KeyType::P256 | KeyType::P384 => {
-            let len = if key_type == KeyType::P256 { 32 } else { 48 };
+        KeyType::P256 | KeyType::P384 | KeyType::P521 => {
+            // Coordinates are exactly the field size (RFC 7518 6.2.1.2): P-521 takes 66 bytes.
+            let len = match key_type {
+                KeyType::P256 => 32,
+                KeyType::P384 => 48,
+                _ => 66,
+            };
             let x = jwk
                 .x
                 .as_deref()
@@ -548,7 +560,7 @@ mod tests {
 
     #[test]
     fn keys_of_every_type_load_and_verify() {
-        for alg in ["RS256", "PS256", "ES256", "ES384", "EdDSA"] {
+        for alg in ["RS256", "PS256", "ES256", "ES384", "ES512", "EdDSA"] {
             let k = TestKey::generate(alg, "k1").unwrap();
             let parsed = parse_jwks(&jwks(vec![k.public_jwk()]), &Alg::ALL, None).unwrap();
             assert_eq!(parsed.keys.len(), 1, "{alg}");

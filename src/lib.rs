@@ -15,6 +15,7 @@
 //!              ├► cache: keyed hash of (token, audience set) ─► hit        [auth::cache]
 //!              └► miss: parse JWS ─► issuer by iss ─► claim checks         [verify]
 //!                   ─► keys (arc-swap) ─► signature ─► identity ─► insert  [keys, identity]
+//!                   (OIDC: claim rules and CEL mappings after the signature) [claim_rules]
 //!         authorize    route conditions, CEL, SubjectAccessReview (cached) [authz, cel]
 //!         forward      identity headers (pre-built) ─► upstream ─► stream back [upstream]
 //!                      (HTTP/1.1 or HTTP/2; upgrades become tunnels)
@@ -46,6 +47,7 @@ pub mod auth;
 pub mod authz;
 pub mod bound;
 pub mod cel;
+pub mod claim_rules;
 pub mod identity;
 pub mod jwks;
 pub mod keys;

@@ -212,24 +212,39 @@ impl Reloader {
 /// How often the config file is read to see whether it changed.
 pub const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Reload on every SIGHUP, and whenever the content of `path` changes (a ConfigMap update
-/// swaps the file through a symlink; its content is what is compared). Runs until dropped.
+/// The content that decides whether to reload: the config file, then the running config's
+/// `authentication_config` file, if any. `None` while the config file cannot be read.
+fn watched(path: &Path, reloader: &Reloader) -> Option<Vec<u8>> {
+    let mut content = std::fs::read(path).ok()?;
+    if let Some(authn) = &reloader.shared.runtime.load().config.authentication_config {
+        content.push(0);
+        content.extend(std::fs::read(authn).unwrap_or_default());
+    }
+    Some(content)
+}
+
+/// Reload on every SIGHUP, and whenever the content of `path` or of the running config's
+/// `authentication_config` changes (a ConfigMap update swaps the file through a symlink; its
+/// content is what is compared). Runs until dropped.
 pub async fn follow(path: PathBuf, reloader: Arc<Reloader>, mut hangup: Signal) {
-    let mut seen = std::fs::read(&path).ok();
+    let mut seen = watched(&path, &reloader);
     let mut tick = tokio::time::interval(FILE_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = hangup.recv() => {
                 tracing::info!(config = %path.display(), "SIGHUP: reloading");
-                seen = std::fs::read(&path).ok();
+                seen = watched(&path, &reloader);
             }
             _ = tick.tick() => {
-                let now = std::fs::read(&path).ok();
+                let now = watched(&path, &reloader);
                 if now.is_none() || now == seen {
                     continue;
                 }
                 tracing::info!(config = %path.display(), "config file changed: reloading");
+                // What was read, not what is there after the reload: a write that lands
+                // meanwhile is seen at the next tick. A new config naming another
+                // authentication_config differs at the next tick too: one more reload.
                 seen = now;
             }
         }

@@ -56,6 +56,33 @@ fn roots_from(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// Trust anchors from inline PEM (an AuthenticationConfiguration's `certificateAuthority`).
+pub fn roots_from_pem(pem: &str) -> Result<RootCertStore, TlsError> {
+    let bad = |e: String| TlsError::Config(format!("certificateAuthority: {e}"));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(format!("bad PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate found".into()));
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("bad CA certificate: {e}")))?;
+    }
+    Ok(roots)
+}
+
+/// A client trusting exactly the CA certificates in `pem`.
+pub fn client_config_pem(pem: &str) -> Result<ClientConfig, TlsError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots_from_pem(pem)?)
+        .with_no_client_auth())
+}
+
 /// HTTPS listener: ALPN h2 and http/1.1; client certificates required when `client_ca` is set.
 pub fn server_config(
     cert: &Path,

@@ -201,7 +201,12 @@ pub async fn handle(
         }
         Err(AuthError::Rejected(r)) => {
             metrics[0].increment(1);
-            json!({"authenticated": false, "user": {}, "error": r.reason.as_str()})
+            // A failed claim rule adds its message: `invalid_claims: <message>`.
+            let error = match &r.message {
+                Some(m) => format!("{}: {m}", r.reason.as_str()),
+                None => r.reason.as_str().to_string(),
+            };
+            json!({"authenticated": false, "user": {}, "error": error})
         }
         Err(AuthError::Unavailable { .. }) => {
             return response::status_unavailable("no usable keys for the token's issuer yet");

@@ -45,7 +45,7 @@ name = "attacks"
 issuer = "{ISS}"
 jwks_url = "http://127.0.0.1:1/unused"
 audiences = ["aud"]
-algorithms = ["RS256", "ES256", "ES384", "EdDSA"]
+algorithms = ["RS256", "ES256", "ES384", "ES512", "EdDSA"]
 max_lifetime = "1h"
 claims = "{claims}"
 {mappings}"#
@@ -400,10 +400,11 @@ async fn control_characters_in_claims_never_reach_a_header() {
 /// the same principal).
 #[tokio::test]
 async fn high_s_ecdsa_twins_both_verify() {
-    // Group orders of P-256 and P-384.
+    // Group orders of P-256, P-384 and P-521.
     const N256: &str = "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551";
     const N384: &str = "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973";
-    for (alg, order) in [("ES256", N256), ("ES384", N384)] {
+    const N521: &str = "01fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409";
+    for (alg, order) in [("ES256", N256), ("ES384", N384), ("ES512", N521)] {
         let key = TestKey::generate(alg, "k").unwrap();
         let auth = authenticator("remote", "kubernetes", &[&key]);
         let token = key.sign(&kube_claims(|_| {}));

@@ -718,3 +718,165 @@ fn sigterm_keeps_serving_for_shutdown_delay_with_readyz_503() {
         "waited shutdown_delay"
     );
 }
+
+/// `keygen --alg ES512`, `mint --oidc` with `--claims-json` and `--claim`, and `inspect
+/// --config` showing the identity an OIDC issuer's mappings give, or the failed rule's message.
+#[test]
+fn mint_oidc_claims_and_inspect_show_the_mapped_identity_or_the_failed_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let jwks = dir.path().join("jwks.json");
+    let o = run(&[
+        "keygen",
+        "--alg",
+        "ES512",
+        "--kid",
+        "k9",
+        "--out",
+        key.to_str().unwrap(),
+        "--jwks-out",
+        jwks.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&jwks).unwrap().contains("P-521"));
+    let claims_file = dir.path().join("claims.json");
+    std::fs::write(&claims_file, r#"{"hd": "example.com", "roles": ["dev"]}"#).unwrap();
+    let mint = |extra: &[&str]| {
+        let mut args = vec![
+            "--oidc",
+            "--sub",
+            "alice",
+            "--claims-json",
+            claims_file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = mint_k9(&key, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o).trim().to_string()
+    };
+    let token = mint(&["--claim", "tenant=t1", "--claim", "level=3"]);
+    let o = run(&["inspect", &token]);
+    let out = stdout(&o);
+    assert!(out.contains("\"alg\": \"ES512\""), "{out}");
+    assert!(out.contains("generic JWT (OIDC)"), "{out}");
+    assert!(out.contains("\"level\": 3"), "a JSON value: {out}");
+    assert!(out.contains("\"tenant\": \"t1\""), "a string: {out}");
+    assert!(!out.contains("kubernetes.io"), "{out}");
+
+    let cfg = write_config(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+[[issuers]]
+name = "sso"
+issuer = "https://iss.example"
+jwks_file = "{}"
+audiences = ["svc"]
+algorithms = ["ES512"]
+claims = "oidc"
+[[issuers.claim_validation_rules]]
+expression = "claims.level < 5"
+message = "level too high"
+[issuers.claim_mappings]
+username_expression = "'oidc:' + claims.sub"
+groups_expression = "claims.roles"
+extra = [{{ key = "example.com/tenant", value_expression = "claims.tenant" }}]
+"#,
+        jwks.display()
+    ));
+    let cfg = cfg.path().to_str().unwrap();
+    let o = run(&["inspect", &token, "--config", cfg]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("VERIFIED by issuer \"sso\": oidc:alice"),
+        "{out}"
+    );
+    assert!(out.contains("[\"dev\", \"system:authenticated\"]"), "{out}");
+    assert!(out.contains("example.com/tenant = [\"t1\"]"), "{out}");
+
+    let refused = mint(&["--claim", "tenant=t1", "--claim", "level=9"]);
+    let o = run(&["inspect", &refused, "--config", cfg]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("REJECTED: invalid_claims — level too high"),
+        "{out}"
+    );
+
+    let o = mint_k9(&key, &["--claim", "novalue"]);
+    assert_eq!(o.status.code(), Some(64));
+}
+
+/// A changed `authentication_config` file reloads the config like a changed config file; an
+/// invalid one is refused, naming the YAML file, and the running config stays.
+#[test]
+fn a_changed_authentication_config_file_reloads_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("authn.yaml");
+    let head = "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\n";
+    // A loopback issuer nothing listens on: no key fetch leaves the machine.
+    let jwt = "jwt:\n- issuer:\n    url: https://127.0.0.1:1/sso\n    audiences: [a]\n  claimMappings:\n    username:\n      claim: sub\n      prefix: ''\n";
+    std::fs::write(&yaml, format!("{head}{jwt}")).unwrap();
+    let base = run_config(dir.path(), "127.0.0.1:0");
+    let text = std::fs::read_to_string(base.path()).unwrap();
+    let cfg = write_config(&format!(
+        "authentication_config = \"{}\"\n{text}",
+        yaml.display()
+    ));
+    let (child, mut stderr, _) = start_run(&cfg);
+    let child = std::sync::Arc::new(std::sync::Mutex::new(child));
+    let watchdog = {
+        let child = child.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            let _ = child.lock().unwrap().kill();
+        })
+    };
+    // A SIGHUP first: once it is answered, the file watch is running and has read the files.
+    let pid = child.lock().unwrap().id().to_string();
+    let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(hup.success());
+    assert!(
+        log_until(&mut stderr, "config reloaded").is_some(),
+        "SIGHUP reloads"
+    );
+    std::fs::write(
+        &yaml,
+        format!(
+            "{head}{}",
+            jwt.replace("[a]", "[a, b]\n    audienceMatchPolicy: MatchAny")
+        ),
+    )
+    .unwrap();
+    assert!(
+        log_until(&mut stderr, "config reloaded").is_some(),
+        "a changed authentication_config reloads"
+    );
+    std::fs::write(
+        &yaml,
+        format!(
+            "{head}{}",
+            jwt.replace("claim: sub", "expression: 'claims.sub +'")
+        ),
+    )
+    .unwrap();
+    let refused = log_until(&mut stderr, "config reload refused").expect("refused");
+    assert!(refused.contains("authn.yaml"), "{refused}");
+    assert!(
+        refused.contains("jwt[0].claimMappings.username"),
+        "{refused}"
+    );
+    let status = {
+        let mut c = child.lock().unwrap();
+        assert!(c.try_wait().unwrap().is_none(), "still running");
+        sigterm(&c);
+        exit_within_10s(&mut c, "SIGTERM")
+    };
+    assert_eq!(status.code(), Some(0));
+    drop(watchdog);
+}

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::bound::{self as bound_objects, BoundObjects, NOT_BOUND};
 use crate::config::{CacheConfig, ClaimsMode, Config, IdentityMode};
-use crate::identity::{self, TokenHeaderValues, TokenIds};
+use crate::identity::{self, Identity, TokenHeaderValues, TokenIds};
 use crate::jwks::Issuer;
 use crate::verify::{self, now_unix, Reject};
 
@@ -211,7 +211,7 @@ impl Authenticator {
                 },
                 Outcome::Rejected(r) if r.generation == self.generation => {
                     self.cache.count_negative_hit();
-                    return Err(self.reject(r.reason, r.issuer.as_ref()));
+                    return Err(self.reject_with(r.reason, r.issuer.as_ref(), r.message.as_ref()));
                 }
                 // Decided under the config before a reload: decide again.
                 Outcome::Rejected(_) => self.cache.invalidate(&key).await,
@@ -227,7 +227,9 @@ impl Authenticator {
                 self.note_accepted(&v);
                 Ok(v)
             }
-            Ok(Outcome::Rejected(r)) => Err(self.reject(r.reason, r.issuer.as_ref())),
+            Ok(Outcome::Rejected(r)) => {
+                Err(self.reject_with(r.reason, r.issuer.as_ref(), r.message.as_ref()))
+            }
             // Never cached: "no keys" and "unknown kid" may change any moment.
             Err(e) => Err(match e {
                 AuthError::Rejected(r) => self.reject(r.reason, r.issuer.as_ref()),
@@ -268,6 +270,16 @@ impl Authenticator {
     }
 
     fn reject(&self, reason: Reject, issuer: Option<&Arc<TrustedIssuer>>) -> AuthError {
+        self.reject_with(reason, issuer, None)
+    }
+
+    /// [`Self::reject`] with the message of a failed claim rule.
+    fn reject_with(
+        &self,
+        reason: Reject,
+        issuer: Option<&Arc<TrustedIssuer>>,
+        message: Option<&Arc<String>>,
+    ) -> AuthError {
         let counters = match issuer {
             Some(i) => {
                 if reason == Reject::LegacyToken {
@@ -282,6 +294,7 @@ impl Authenticator {
             reason,
             issuer: issuer.cloned(),
             generation: self.generation,
+            message: message.cloned(),
         })
     }
 
@@ -323,6 +336,35 @@ impl Authenticator {
         );
     }
 
+    /// An OIDC token's identity from its issuer's claim rules (signature already verified).
+    /// `Err`: the message of the failed mapping or rule (`invalid_claims`), also logged at
+    /// info with the token's fingerprint.
+    fn oidc_identity(
+        &self,
+        issuer: &TrustedIssuer,
+        token: &str,
+        payload: &[u8],
+        ids: &TokenIds,
+    ) -> Result<Identity, Arc<String>> {
+        let mapped = match &issuer.cfg().claim_rules {
+            Some(rules) => rules
+                .apply(payload, ids.credential_id().as_deref())
+                .map_err(|f| f.message),
+            None => Err("the issuer has no claim mappings".to_string()),
+        };
+        let result = mapped.and_then(|m| identity::oidc_identity(m).map_err(str::to_string));
+        result.map_err(|message| {
+            tracing::info!(
+                issuer = issuer.name(),
+                token_fingerprint = %crate::token::fingerprint(token),
+                reason = Reject::InvalidClaims.as_str(),
+                message = %message,
+                "token refused by the issuer's claim rules"
+            );
+            Arc::new(message)
+        })
+    }
+
     /// Full verification. `Err` for outcomes that must not be cached ("no usable keys",
     /// `unknown_key`); other rejections are `Ok(Outcome::Rejected)`, negatively cached.
     async fn verify_uncached(
@@ -335,6 +377,7 @@ impl Authenticator {
                 reason,
                 issuer: issuer.cloned(),
                 generation: self.generation,
+                message: None,
             }))
         };
         let t = match verify::parse(token, self.max_token_bytes) {
@@ -372,47 +415,31 @@ impl Authenticator {
                 Err(r) => return rejected(r, by),
             }
         };
-        let identity = if legacy {
+        // Kubernetes and legacy identities come from the claim shape, checked before any
+        // signature work; OIDC claim rules run only on a token whose signature holds.
+        let kube_identity = if legacy {
             match verify::check_legacy_claims(&t.claims) {
-                Ok((ns, name)) => identity::legacy_identity(&t.claims, ns, name),
+                Ok((ns, name)) => Some(identity::legacy_identity(&t.claims, ns, name)),
                 Err(r) => return rejected(r, by),
             }
         } else {
             match cfg.claims {
                 ClaimsMode::Kubernetes => match verify::check_kubernetes_claims(&t.claims) {
-                    Ok((ns, name)) => identity::kubernetes_identity(&t.claims, ns, name),
+                    Ok((ns, name)) => Some(identity::kubernetes_identity(&t.claims, ns, name)),
                     Err(r) => return rejected(r, by),
                 },
-                ClaimsMode::Oidc => {
-                    match identity::oidc_identity(&t.payload, &cfg.claim_mappings) {
-                        Ok(id) => id,
-                        Err(r) => return rejected(r, by),
-                    }
-                }
+                ClaimsMode::Oidc => None,
             }
         };
-        // Identity headers are built (and checked) once per principal: a live one that is
-        // equal already holds them.
-        let existing = self.principals.find(&PrincipalKey {
-            issuer,
-            legacy,
-            identity: &identity,
-            audiences: &token_audiences,
-        });
-        let headers = match existing {
-            Some(_) => Vec::new(),
-            None => match identity::identity_headers(&identity, self.mode) {
-                Ok(h) => h,
-                Err(r) => return rejected(r, by),
-            },
-        };
-        let ids = if !legacy && cfg.claims == ClaimsMode::Kubernetes {
+        // Per token: the pod binding and `credential-id` (kube-apiserver gives OIDC tokens
+        // with a `jti` one too).
+        let ids = if legacy {
+            TokenIds::none()
+        } else {
             match TokenIds::from_claims(&t.claims) {
                 Ok(ids) => ids,
                 Err(r) => return rejected(r, by),
             }
-        } else {
-            TokenIds::none()
         };
         let warnafter = t
             .claims
@@ -458,6 +485,7 @@ impl Authenticator {
                             reason: Reject::UnknownKey,
                             issuer: Some(issuer.clone()),
                             generation: self.generation,
+                            message: None,
                         }));
                     }
                 }
@@ -480,6 +508,35 @@ impl Authenticator {
             }
         } else {
             None
+        };
+        let identity = match kube_identity {
+            Some(id) => id,
+            None => match self.oidc_identity(issuer, token, &t.payload, &ids) {
+                Ok(id) => id,
+                Err(message) => {
+                    return Ok(Outcome::Rejected(Rejection {
+                        reason: Reject::InvalidClaims,
+                        issuer: by.cloned(),
+                        generation: self.generation,
+                        message: Some(message),
+                    }))
+                }
+            },
+        };
+        // Identity headers are built (and checked) once per principal: a live one that is
+        // equal already holds them.
+        let existing = self.principals.find(&PrincipalKey {
+            issuer,
+            legacy,
+            identity: &identity,
+            audiences: &token_audiences,
+        });
+        let headers = match existing {
+            Some(_) => Vec::new(),
+            None => match identity::identity_headers(&identity, self.mode) {
+                Ok(h) => h,
+                Err(r) => return rejected(r, by),
+            },
         };
         let principal = match existing {
             Some(p) => p,

@@ -91,6 +91,10 @@ pub struct Rejection {
     /// The config generation that decided it: a cached rejection from before a reload is
     /// decided again.
     pub generation: u32,
+    /// Why a claim rule or mapping refused the token (`invalid_claims` only): logged, and
+    /// TokenReview's `status.error`. Never in 401 responses.
+    /// (A thin pointer: every negative cache slot holds one.)
+    pub message: Option<Arc<String>>,
 }
 
 impl Rejection {

@@ -32,7 +32,7 @@ pub struct MintArgs {
     /// Private key, PKCS#8 PEM (see `keygen`).
     #[arg(long)]
     pub key: PathBuf,
-    /// Algorithm; default: RS256 for RSA keys, ES256/ES384 for EC, EdDSA for Ed25519.
+    /// Algorithm; default: RS256 for RSA keys, ES256/ES384/ES512 for EC, EdDSA for Ed25519.
     #[arg(long)]
     pub alg: Option<String>,
     #[arg(long, default_value = "key-1")]
@@ -67,6 +67,20 @@ pub struct MintArgs {
     /// each hold one: the memory worst case for the verification cache.
     #[arg(long)]
     pub distinct_pods: bool,
+    /// An OIDC-shaped token (iss, sub, aud, iat, nbf, exp, jti; no kubernetes.io claim), to
+    /// test an issuer's claim mappings and rules.
+    #[arg(long)]
+    pub oidc: bool,
+    /// The `sub` of an `--oidc` token.
+    #[arg(long, default_value = "user")]
+    pub sub: String,
+    /// A claim to set, `KEY=VALUE` (repeatable; last wins). VALUE is JSON if it parses as
+    /// JSON (`true`, `5`, `["a","b"]`), else a string.
+    #[arg(long = "claim", value_name = "KEY=VALUE")]
+    pub claims: Vec<String>,
+    /// A file with a JSON object of claims to set (before any --claim).
+    #[arg(long, value_name = "FILE")]
+    pub claims_json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -1,5 +1,6 @@
-//! `mint` and `keygen`: sign test tokens with Kubernetes-shaped claims from a PKCS#8 key, and
-//! generate such a key (written mode 0600) with its public JWKS.
+//! `mint` and `keygen`: sign test tokens with Kubernetes-shaped claims (or OIDC-shaped ones,
+//! with any claims added, to test an issuer's claim mappings) from a PKCS#8 key, and generate
+//! such a key (written mode 0600) with its public JWKS.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,14 +9,17 @@ use super::args::{KeygenArgs, MintArgs};
 use super::common::{failure, usage_error};
 use crate::config::parse_duration;
 use crate::dev::{self, KubeTokenSpec, TestKey};
+use serde_json::Value;
 
 fn detect_key(pem: &str, alg: Option<&str>, kid: &str) -> Result<TestKey, String> {
     match alg {
         Some(a) => TestKey::from_pkcs8_pem(pem, a, kid).map_err(|e| e.to_string()),
-        None => ["RS256", "ES256", "ES384", "EdDSA"]
+        None => ["RS256", "ES256", "ES384", "ES512", "EdDSA"]
             .iter()
             .find_map(|a| TestKey::from_pkcs8_pem(pem, a, kid).ok())
-            .ok_or_else(|| "not an RSA, P-256, P-384 or Ed25519 PKCS#8 private key".to_string()),
+            .ok_or_else(|| {
+                "not an RSA, P-256, P-384, P-521 or Ed25519 PKCS#8 private key".to_string()
+            }),
     }
 }
 
@@ -36,6 +40,10 @@ pub fn mint(args: &MintArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return usage_error(format!("--warnafter: {e}")),
     };
+    let extra = match extra_claims(args) {
+        Ok(e) => e,
+        Err(e) => return usage_error(e),
+    };
     let mut spec = KubeTokenSpec::new(
         &args.issuer,
         args.audiences.first().map_or("", String::as_str),
@@ -54,7 +62,7 @@ pub fn mint(args: &MintArgs) -> ExitCode {
     let chunks: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (key, mut spec) = (&key, spec.clone());
+                let (key, mut spec, extra) = (&key, spec.clone(), &extra);
                 let n = args.count / threads + u64::from(t < args.count % threads);
                 let pod_base = args.pod.as_deref().unwrap_or("pod");
                 scope.spawn(move || {
@@ -64,7 +72,15 @@ pub fn mint(args: &MintArgs) -> ExitCode {
                             spec.pod = Some((format!("{pod_base}-{t}-{i}"), dev::random_uuid()));
                         }
                         spec.jti = Some(dev::random_uuid());
-                        buf.push_str(&key.sign(&dev::kube_claims(&spec)));
+                        let mut claims = if args.oidc {
+                            oidc_claims(&spec, &args.sub)
+                        } else {
+                            dev::kube_claims(&spec)
+                        };
+                        for (k, v) in extra {
+                            claims[k] = v.clone();
+                        }
+                        buf.push_str(&key.sign(&claims));
                         buf.push('\n');
                     }
                     buf
@@ -86,6 +102,42 @@ pub fn mint(args: &MintArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
+}
+
+/// The claims of an `--oidc` token: the registered ones of `spec`, `sub` as given.
+fn oidc_claims(spec: &KubeTokenSpec, sub: &str) -> Value {
+    let mut claims = dev::kube_claims(spec);
+    if let Some(map) = claims.as_object_mut() {
+        map.remove("kubernetes.io");
+        map.insert("sub".into(), Value::String(sub.to_string()));
+    }
+    claims
+}
+
+/// `--claims-json`, then each `--claim`, in order (a later one replaces an earlier one).
+fn extra_claims(args: &MintArgs) -> Result<Vec<(String, Value)>, String> {
+    let mut out: Vec<(String, Value)> = Vec::new();
+    if let Some(path) = &args.claims_json {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--claims-json {}: {e}", path.display()))?;
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => out.extend(map),
+            _ => {
+                return Err(format!(
+                    "--claims-json {}: not a JSON object",
+                    path.display()
+                ))
+            }
+        }
+    }
+    for c in &args.claims {
+        let Some((k, v)) = c.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(format!("--claim {c:?}: expected KEY=VALUE"));
+        };
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        out.push((k.to_string(), value));
+    }
+    Ok(out)
 }
 
 pub fn keygen(args: &KeygenArgs) -> ExitCode {

@@ -45,8 +45,9 @@ pub enum Command {
     /// Embedded demo: in-process issuer, echo upstream and proxy on loopback; prints a token
     /// and ready-to-paste curl and oha commands. Runs until Ctrl-C.
     Dev(DevArgs),
-    /// Sign test tokens with Kubernetes-shaped claims, one per line.
-    Mint(MintArgs),
+    /// Sign test tokens with Kubernetes-shaped (or, with --oidc, OIDC-shaped) claims, one per
+    /// line.
+    Mint(Box<MintArgs>),
     /// Decode a token without trusting it; with --config, verify it and say why it would be
     /// rejected.
     Inspect(InspectArgs),

@@ -37,7 +37,7 @@ pub fn explain(reason: Reject) -> &'static str {
         Reject::LifetimeExceeded => "exp - iat exceeds the issuer's max_lifetime",
         Reject::AudienceMismatch => "aud shares no value with the issuer's audiences",
         Reject::InvalidClaims => {
-            "missing/mistyped exp, duplicate claims, or sub disagrees with the kubernetes.io claim"
+            "missing/mistyped exp, duplicate claims, sub disagrees with the kubernetes.io claim, or an OIDC claim mapping or rule refused it"
         }
         Reject::LegacyToken => "a Secret-based legacy token, and legacy_tokens = false",
         Reject::Invalidated => {
@@ -295,10 +295,20 @@ async fn finish(auth: &Authenticator, token: &str, checks: Vec<Check>) -> ExitCo
             for (k, vals) in &id.extra {
                 println!("  extra:  {k} = {vals:?}");
             }
+            if let Some(rules) = &v.issuer().cfg().claim_rules {
+                println!("  mapped by: {}", rules.describe());
+            }
             ExitCode::SUCCESS
         }
         Err(AuthError::Rejected(r)) => {
-            println!("REJECTED: {} — {}", r.reason.as_str(), explain(r.reason));
+            match &r.message {
+                // A claim mapping or rule said no: its message is the reason.
+                Some(m) => {
+                    println!("  FAIL  claim rules ({}): {m}", r.reason.as_str());
+                    println!("REJECTED: {} — {m}", r.reason.as_str());
+                }
+                None => println!("REJECTED: {} — {}", r.reason.as_str(), explain(r.reason)),
+            }
             ExitCode::from(1)
         }
         Err(AuthError::BoundObjectsStale { issuer }) => {

@@ -105,6 +105,9 @@ impl Config {
         if let Some(p) = &self.kubernetes.kubeconfig {
             out.push(("kubernetes.kubeconfig".into(), p.clone()));
         }
+        if let Some(p) = &self.authentication_config {
+            out.push(("authentication_config".into(), p.clone()));
+        }
         out
     }
 
@@ -142,7 +145,7 @@ impl Config {
 
     /// Settings that are valid one by one but contradict each other or invite trouble.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.authentication_config_warnings.clone();
         for (n, i) in self.issuers.iter().enumerate() {
             let key = |k: &str| format!("{}: issuers[{n}].{k}", self.source);
             if !matches!(i.source, KeySource::File(_)) && i.max_stale < i.refresh_interval {

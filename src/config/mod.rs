@@ -10,27 +10,29 @@
 
 use std::path::Path;
 
+mod authn_file;
 mod authorization;
 mod checks;
-mod protocols;
+mod claims;
 mod file;
+mod protocols;
 mod raw;
 mod types;
 mod validate;
 
-pub use protocols::{Cidr, UpstreamProtocol};
 pub use file::parse_duration;
+pub use protocols::{Cidr, UpstreamProtocol};
 pub use types::{
-    AdminConfig, AuthorizationConfig, CacheConfig, ClaimMappings, ClaimsMode, Config, ConfigError,
-    IdentityMode, IssuerConfig, KeySource, KubernetesConfig, LogConfig, LogFormat, PathMatch,
-    RouteConfig, SarAttributes, ServerConfig, TlsFiles, TokenReviewConfig, UpstreamConfig,
-    DEFAULT_ADMIN_LISTEN, DEFAULT_ALGORITHMS, DEFAULT_CACHE_MAX_ENTRIES,
-    DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES, DEFAULT_CACHE_MAX_TTL, DEFAULT_CLOCK_SKEW,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_KUBERNETES_MAX_STALE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
-    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE, DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_NEGATIVE_TTL,
-    DEFAULT_REFRESH_INTERVAL, DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_SHUTDOWN_DELAY,
-    DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM_MAX_CONNECTIONS, DEFAULT_UPSTREAM_TIMEOUT,
+    AdminConfig, AuthorizationConfig, CacheConfig, ClaimsMode, Config, ConfigError, IdentityMode,
+    IssuerConfig, KeySource, KubernetesConfig, LogConfig, LogFormat, PathMatch, RouteConfig,
+    SarAttributes, ServerConfig, TlsFiles, TokenReviewConfig, UpstreamConfig, DEFAULT_ADMIN_LISTEN,
+    DEFAULT_ALGORITHMS, DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_MAX_NEGATIVE_ENTRIES,
+    DEFAULT_CACHE_MAX_TTL, DEFAULT_CLOCK_SKEW, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KUBERNETES_MAX_STALE,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STALE,
+    DEFAULT_MIN_REFETCH_INTERVAL, DEFAULT_NEGATIVE_TTL, DEFAULT_REFRESH_INTERVAL,
+    DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_SHUTDOWN_DELAY, DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_UPSTREAM_MAX_CONNECTIONS, DEFAULT_UPSTREAM_TIMEOUT,
 };
 
 impl Config {
@@ -42,19 +44,26 @@ impl Config {
             key: "(file)".into(),
             message: format!("cannot read: {e}"),
         })?;
-        let mut config = Config::parse(&text, &file)?;
         // Relative paths in the file mean relative to the file, wherever the proxy runs.
         let dir = path.parent().unwrap_or(Path::new(""));
-        config.resolve_paths(if dir.as_os_str().is_empty() {
+        let dir = if dir.as_os_str().is_empty() {
             Path::new(".")
         } else {
             dir
-        });
+        };
+        let mut config = Config::parse_in(&text, &file, dir)?;
+        config.resolve_paths(dir);
         Ok(config)
     }
 
-    /// Parse and validate config text; `file` is only used in messages.
+    /// Parse and validate config text; `file` is only used in messages. A relative
+    /// `authentication_config` is read relative to the working directory.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Config::parse_in(text, file, Path::new("."))
+    }
+
+    /// [`Config::parse`], with a relative `authentication_config` under `dir`.
+    fn parse_in(text: &str, file: &str, dir: &Path) -> Result<Config, ConfigError> {
         let err = |key: &str, message: String| ConfigError {
             file: file.to_string(),
             key: key.to_string(),
@@ -84,7 +93,54 @@ impl Config {
                 None => err(&key, message),
             }
         })?;
-        validate::validate(raw, file)
+        let mut config = validate::validate(raw, file)?;
+        if let Some(p) = &mut config.authentication_config {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+            config.add_authentication_config()?;
+        }
+        Ok(config)
+    }
+
+    /// Read `authentication_config` and add its `jwt` issuers after the TOML ones.
+    fn add_authentication_config(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = self.authentication_config.clone() else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            file: self.source.clone(),
+            key: "authentication_config".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        let file = path.display().to_string();
+        let (issuers, warnings) = authn_file::issuers(&text, &file)?;
+        for (i, added) in issuers.into_iter().enumerate() {
+            let clash = self
+                .issuers
+                .iter()
+                .find(|t| t.name == added.name || t.issuer == added.issuer);
+            if let Some(t) = clash {
+                return Err(ConfigError {
+                    file: file.clone(),
+                    key: format!("jwt[{i}].issuer.url"),
+                    message: format!(
+                        "{:?} (named {:?}) is configured in {} too (issuer {:?})",
+                        added.issuer, added.name, self.source, t.name
+                    ),
+                });
+            }
+            self.issuers.push(added);
+        }
+        if self.issuers.is_empty() {
+            return Err(ConfigError {
+                file,
+                key: "jwt".into(),
+                message: "no issuers: add a jwt entry here or an [[issuers]] entry".into(),
+            });
+        }
+        self.authentication_config_warnings = warnings;
+        Ok(())
     }
 
     /// A human summary of the effective config (for `check-config`). Never includes secrets:
@@ -153,6 +209,9 @@ impl Config {
             },
             checks::written(self.kubernetes.max_stale)
         );
+        if let Some(p) = &self.authentication_config {
+            let _ = writeln!(s, "authentication_config: {}", p.display());
+        }
         for i in &self.issuers {
             let source = match &i.source {
                 KeySource::Discovery(u) => format!("discovery {u}"),
@@ -174,6 +233,9 @@ impl Config {
                 checks::written(i.refresh_interval),
                 checks::written(i.max_stale)
             );
+            if let Some(rules) = &i.claim_rules {
+                let _ = writeln!(s, "  claim rules {:?}: {}", i.name, rules.describe());
+            }
         }
         authorization::summary(&self.authorization, &mut s);
         s

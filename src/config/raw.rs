@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
     pub(super) authorization: RawAuthorization,
     #[serde(default)]
     pub(super) kubernetes: RawKubernetes,
+    /// A kube-apiserver AuthenticationConfiguration file: its `jwt` entries become issuers.
+    pub(super) authentication_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +158,8 @@ pub(super) struct RawIssuer {
     pub(super) legacy_tokens: Option<bool>,
     pub(super) bound_objects: Option<bool>,
     pub(super) claim_mappings: Option<RawClaimMappings>,
+    pub(super) claim_validation_rules: Option<Vec<RawClaimRule>>,
+    pub(super) user_validation_rules: Option<Vec<RawUserRule>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,4 +170,31 @@ pub(super) struct RawClaimMappings {
     pub(super) groups: Option<String>,
     pub(super) groups_prefix: Option<String>,
     pub(super) uid: Option<String>,
+    pub(super) username_expression: Option<String>,
+    pub(super) groups_expression: Option<String>,
+    pub(super) uid_expression: Option<String>,
+    pub(super) extra: Option<Vec<RawExtra>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExtra {
+    pub(super) key: String,
+    pub(super) value_expression: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClaimRule {
+    pub(super) claim: Option<String>,
+    pub(super) required_value: Option<String>,
+    pub(super) expression: Option<String>,
+    pub(super) message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUserRule {
+    pub(super) expression: Option<String>,
+    pub(super) message: Option<String>,
 }

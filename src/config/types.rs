@@ -3,9 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::protocols::{Cidr, UpstreamProtocol};
+use crate::claim_rules::ClaimRules;
 use crate::keys::Alg;
 
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16384;
@@ -56,6 +58,11 @@ pub struct Config {
     pub log: LogConfig,
     pub authorization: AuthorizationConfig,
     pub kubernetes: KubernetesConfig,
+    /// `authentication_config`: the AuthenticationConfiguration file whose `jwt` entries were
+    /// added to `issuers` (re-read on every reload).
+    pub authentication_config: Option<PathBuf>,
+    /// What `check-config` warns about in that file (fields that do not apply here).
+    pub authentication_config_warnings: Vec<String>,
 }
 
 /// `[authorization]` (SPEC section 11).
@@ -253,15 +260,6 @@ pub enum KeySource {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClaimMappings {
-    pub username: String,
-    pub username_prefix: String,
-    pub groups: Option<String>,
-    pub groups_prefix: String,
-    pub uid: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct IssuerConfig {
     pub name: String,
     pub issuer: String,
@@ -269,6 +267,9 @@ pub struct IssuerConfig {
     pub audiences: Vec<String>,
     pub algorithms: Vec<Alg>,
     pub ca_file: Option<PathBuf>,
+    /// Inline PEM trust for discovery/JWKS fetches (an AuthenticationConfiguration's
+    /// `certificateAuthority`); wins over `ca_file`.
+    pub ca_pem: Option<String>,
     pub token_file: Option<PathBuf>,
     pub refresh_interval: Duration,
     pub min_refetch_interval: Duration,
@@ -280,5 +281,6 @@ pub struct IssuerConfig {
     /// Check the token's service account and bound pod, secret or node against the watched
     /// cluster state (SPEC section 12).
     pub bound_objects: bool,
-    pub claim_mappings: ClaimMappings,
+    /// `claims = "oidc"`: the claim mappings and rules (SPEC section 13), compiled.
+    pub claim_rules: Option<Arc<ClaimRules>>,
 }

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::protocols;
 use super::file::File;
+use super::protocols;
 use super::raw::{
     RawAdmin, RawCache, RawConfig, RawIssuer, RawKubernetes, RawLog, RawServer, RawTokenReview,
     RawUpstream,
@@ -19,7 +19,7 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
     let upstream = raw.upstream.as_ref().map(|u| upstream(u, f)).transpose()?;
     let cache = cache(&raw.cache, f)?;
     let tokenreview = tokenreview(&raw.tokenreview, upstream.is_some(), f)?;
-    let issuers = issuers(&raw.issuers, f)?;
+    let issuers = issuers(&raw.issuers, raw.authentication_config.is_some(), f)?;
     let log = log(&raw.log, f)?;
     let authorization = super::authorization::authorization(&raw.authorization, f)?;
     super::authorization::check_with_upstream(&authorization, upstream.as_ref(), f)?;
@@ -35,6 +35,8 @@ pub(super) fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError
         log,
         authorization,
         kubernetes,
+        authentication_config: raw.authentication_config.clone(),
+        authentication_config_warnings: Vec::new(),
     })
 }
 
@@ -285,11 +287,12 @@ fn tokenreview(
     Ok(tokenreview)
 }
 
-fn issuers(raw: &[RawIssuer], f: File) -> Result<Vec<IssuerConfig>, ConfigError> {
-    if raw.is_empty() {
+/// `more`: an `authentication_config` adds issuers of its own.
+fn issuers(raw: &[RawIssuer], more: bool, f: File) -> Result<Vec<IssuerConfig>, ConfigError> {
+    if raw.is_empty() && !more {
         return Err(f.err(
             "issuers",
-            "at least one [[issuers]] entry is required".into(),
+            "at least one [[issuers]] entry (or an authentication_config) is required".into(),
         ));
     }
     let mut issuers = Vec::with_capacity(raw.len());
@@ -390,7 +393,7 @@ fn issuer(
         let alg = Alg::parse(a).ok_or_else(|| {
             f.err(
                 &k("algorithms"),
-                format!("{a:?} is not supported (supported: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA; HS* and none are never accepted)"),
+                format!("{a:?} is not supported (supported: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA; HS* and none are never accepted)"),
             )
         })?;
         if !algorithms.contains(&alg) {
@@ -407,12 +410,7 @@ fn issuer(
             ))
         }
     };
-    if ri.claim_mappings.is_some() && claims != ClaimsMode::Oidc {
-        return Err(f.err(
-            &k("claim_mappings"),
-            "only valid with claims = \"oidc\"".into(),
-        ));
-    }
+    let claim_rules = super::claims::toml_rules(i, ri, claims == ClaimsMode::Oidc, f.0)?;
     let legacy_tokens = ri.legacy_tokens.unwrap_or(false);
     if legacy_tokens && claims != ClaimsMode::Kubernetes {
         return Err(f.err(
@@ -427,18 +425,6 @@ fn issuer(
             "only valid with claims = \"kubernetes\"".into(),
         ));
     }
-    let m = ri.claim_mappings.as_ref();
-    let claim_mappings = ClaimMappings {
-        username: m
-            .and_then(|m| m.username.clone())
-            .unwrap_or_else(|| "sub".into()),
-        username_prefix: m
-            .and_then(|m| m.username_prefix.clone())
-            .unwrap_or_default(),
-        groups: m.and_then(|m| m.groups.clone()),
-        groups_prefix: m.and_then(|m| m.groups_prefix.clone()).unwrap_or_default(),
-        uid: m.and_then(|m| m.uid.clone()),
-    };
     let min_refetch_interval = f.dur(
         &k("min_refetch_interval"),
         &ri.min_refetch_interval,
@@ -459,6 +445,7 @@ fn issuer(
         audiences: ri.audiences.clone(),
         algorithms,
         ca_file: ri.ca_file.clone(),
+        ca_pem: None,
         token_file: ri.token_file.clone(),
         refresh_interval,
         min_refetch_interval,
@@ -468,7 +455,7 @@ fn issuer(
         claims,
         legacy_tokens,
         bound_objects,
-        claim_mappings,
+        claim_rules,
     })
 }
 

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 /// JWS algorithms this module can sign with.
 pub const SIGNING_ALGS: &[&str] = &[
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
 ];
 
 /// Errors from generating, loading or using test keys.
@@ -59,6 +59,7 @@ fn key_kind(alg: &str) -> Result<KeyKind, DevError> {
         "PS512" => KeyKind::Rsa(&signature::RSA_PSS_SHA512),
         "ES256" => KeyKind::Ec(&signature::ECDSA_P256_SHA256_FIXED_SIGNING),
         "ES384" => KeyKind::Ec(&signature::ECDSA_P384_SHA384_FIXED_SIGNING),
+        "ES512" => KeyKind::Ec(&signature::ECDSA_P521_SHA512_FIXED_SIGNING),
         "EdDSA" => KeyKind::Ed25519,
         other => return Err(DevError::UnsupportedAlg(other.to_owned())),
     })
@@ -89,7 +90,7 @@ impl std::fmt::Debug for TestKey {
 }
 
 impl TestKey {
-    /// RS*/PS* get RSA 2048, ES256 P-256, ES384 P-384 and EdDSA Ed25519.
+    /// RS*/PS* get RSA 2048, ES256 P-256, ES384 P-384, ES512 P-521 and EdDSA Ed25519.
     pub fn generate(alg: &str, kid: &str) -> Result<TestKey, DevError> {
         let generated = || DevError::Generate(alg.to_owned());
         let signer = match key_kind(alg)? {
@@ -192,7 +193,11 @@ impl TestKey {
                 let point = pair.public_key().as_ref();
                 let coords = point.get(1..).unwrap_or_default();
                 let (x, y) = coords.split_at(coords.len() / 2);
-                let crv = if x.len() == 48 { "P-384" } else { "P-256" };
+                let crv = match x.len() {
+                    66 => "P-521",
+                    48 => "P-384",
+                    _ => "P-256",
+                };
                 json!({ "kty": "EC", "crv": crv, "x": b64url(x), "y": b64url(y) })
             }
             Signer::Ed25519(pair) => {
@@ -378,6 +383,7 @@ mod tests {
         let alg: &'static dyn VerificationAlgorithm = match jwk["alg"].as_str().unwrap() {
             "ES256" => &signature::ECDSA_P256_SHA256_FIXED,
             "ES384" => &signature::ECDSA_P384_SHA384_FIXED,
+            "ES512" => &signature::ECDSA_P521_SHA512_FIXED,
             "EdDSA" => &signature::ED25519,
             rsa => {
                 let params = if rsa == "PS256" {
@@ -403,7 +409,7 @@ mod tests {
 
     #[test]
     fn sign_then_verify_each_alg() {
-        for alg in ["RS256", "PS256", "ES256", "ES384", "EdDSA"] {
+        for alg in ["RS256", "PS256", "ES256", "ES384", "ES512", "EdDSA"] {
             let key = TestKey::generate(alg, "k1").unwrap();
             let token = key.sign(&json!({ "sub": "x" }));
             let header: Value =
@@ -431,6 +437,9 @@ mod tests {
         let ec = TestKey::generate("ES384", "e").unwrap().public_jwk();
         assert_eq!(ec["crv"], "P-384");
         assert_eq!(b64d(ec["y"].as_str().unwrap()).len(), 48);
+        let p521 = TestKey::generate("ES512", "e5").unwrap().public_jwk();
+        assert_eq!(p521["crv"], "P-521");
+        assert_eq!(b64d(p521["x"].as_str().unwrap()).len(), 66);
         let ed = TestKey::generate("EdDSA", "d").unwrap().public_jwk();
         assert_eq!(
             (ed["kty"].as_str(), ed["use"].as_str()),

@@ -2,8 +2,8 @@
 //! over real loopback sockets, plus a small HTTP client and log capture.
 #![allow(dead_code)]
 
-pub mod fake_apiserver;
 pub mod apiserver;
+pub mod fake_apiserver;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -121,7 +121,7 @@ url = "{upstream_url}"
 name = "{name}"
 issuer = "{issuer_url}"
 audiences = ["{AUD}"]
-algorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
+algorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 {source}
 {issuer}
 {tail}
