@@ -92,7 +92,7 @@ impl Expression {
 }
 
 /// The variables `e` names that no macro binds (`xs.exists(x, ...)` binds `x`).
-fn free_variables<'e>(e: &'e IdedExpr, bound: &mut Vec<&'e str>, out: &mut Vec<&'e str>) {
+pub fn free_variables<'e>(e: &'e IdedExpr, bound: &mut Vec<&'e str>, out: &mut Vec<&'e str>) {
     match &e.expr {
         Expr::Ident(name) => {
             if !name.starts_with('@') && !bound.contains(&name.as_str()) {

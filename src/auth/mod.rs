@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::bound::{self as bound_objects, BoundObjects, NOT_BOUND};
 use crate::config::{CacheConfig, ClaimsMode, Config, IdentityMode};
-use crate::identity::{self, Identity, TokenHeaderValues, TokenIds};
+use crate::identity::{self, TokenHeaderValues, TokenIds};
 use crate::jwks::Issuer;
 use crate::verify::{self, now_unix, Reject};
 
@@ -28,6 +28,7 @@ mod intern;
 mod issuers;
 mod memo;
 mod negative;
+mod oidc;
 mod verified;
 
 use cache::VerifyCache;
@@ -336,35 +337,6 @@ impl Authenticator {
         );
     }
 
-    /// An OIDC token's identity from its issuer's claim rules (signature already verified).
-    /// `Err`: the message of the failed mapping or rule (`invalid_claims`), also logged at
-    /// info with the token's fingerprint.
-    fn oidc_identity(
-        &self,
-        issuer: &TrustedIssuer,
-        token: &str,
-        payload: &[u8],
-        ids: &TokenIds,
-    ) -> Result<Identity, Arc<String>> {
-        let mapped = match &issuer.cfg().claim_rules {
-            Some(rules) => rules
-                .apply(payload, ids.credential_id().as_deref())
-                .map_err(|f| f.message),
-            None => Err("the issuer has no claim mappings".to_string()),
-        };
-        let result = mapped.and_then(|m| identity::oidc_identity(m).map_err(str::to_string));
-        result.map_err(|message| {
-            tracing::info!(
-                issuer = issuer.name(),
-                token_fingerprint = %crate::token::fingerprint(token),
-                reason = Reject::InvalidClaims.as_str(),
-                message = %message,
-                "token refused by the issuer's claim rules"
-            );
-            Arc::new(message)
-        })
-    }
-
     /// Full verification. `Err` for outcomes that must not be cached ("no usable keys",
     /// `unknown_key`); other rejections are `Ok(Outcome::Rejected)`, negatively cached.
     async fn verify_uncached(
@@ -511,7 +483,7 @@ impl Authenticator {
         };
         let identity = match kube_identity {
             Some(id) => id,
-            None => match self.oidc_identity(issuer, token, &t.payload, &ids) {
+            None => match oidc::identity(issuer, token, &t.payload, &ids) {
                 Ok(id) => id,
                 Err(message) => {
                     return Ok(Outcome::Rejected(Rejection {

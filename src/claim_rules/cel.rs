@@ -65,7 +65,7 @@ impl Expression {
         }
         let program = ENV.compile(source).map_err(|e| e.to_string())?;
         let mut free = Vec::new();
-        free_variables(program.expression(), &mut Vec::new(), &mut free);
+        crate::cel::free_variables(program.expression(), &mut Vec::new(), &mut free);
         if let Some(v) = free.iter().find(|v| **v != scope.variable()) {
             return Err(format!(
                 "undeclared reference to {v:?} (only `{}` is available here)",
@@ -157,56 +157,6 @@ pub fn type_name(v: &Value) -> &'static str {
         Value::Bool(_) => "bool",
         Value::Null => "null",
         _ => "another type",
-    }
-}
-
-/// The identifiers `e` names that no macro binds (`xs.exists(x, ...)` binds `x`).
-fn free_variables<'e>(e: &'e IdedExpr, bound: &mut Vec<&'e str>, out: &mut Vec<&'e str>) {
-    match &e.expr {
-        Expr::Ident(name) => {
-            if !name.starts_with('@') && !bound.contains(&name.as_str()) {
-                out.push(name);
-            }
-        }
-        Expr::Call(c) => {
-            if let Some(t) = &c.target {
-                free_variables(t, bound, out);
-            }
-            for a in &c.args {
-                free_variables(a, bound, out);
-            }
-        }
-        Expr::Comprehension(c) => {
-            free_variables(&c.iter_range, bound, out);
-            free_variables(&c.accu_init, bound, out);
-            let depth = bound.len();
-            bound.push(&c.iter_var);
-            bound.push(&c.accu_var);
-            if let Some(v) = &c.iter_var2 {
-                bound.push(v);
-            }
-            for inner in [&c.loop_cond, &c.loop_step, &c.result] {
-                free_variables(inner, bound, out);
-            }
-            bound.truncate(depth);
-        }
-        Expr::List(l) => l
-            .elements
-            .iter()
-            .for_each(|x| free_variables(x, bound, out)),
-        Expr::Map(MapExpr { entries }) | Expr::Struct(StructExpr { entries, .. }) => {
-            for entry in entries {
-                match &entry.expr {
-                    EntryExpr::StructField(f) => free_variables(&f.value, bound, out),
-                    EntryExpr::MapEntry(m) => {
-                        free_variables(&m.key, bound, out);
-                        free_variables(&m.value, bound, out);
-                    }
-                }
-            }
-        }
-        Expr::Select(sel) => free_variables(&sel.operand, bound, out),
-        Expr::Literal(_) | Expr::Unspecified => {}
     }
 }
 
