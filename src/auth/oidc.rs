@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::TrustedIssuer;
+use super::issuers::TrustedIssuer;
 use crate::identity::{self, Identity, TokenIds};
 use crate::verify::Reject;
 
