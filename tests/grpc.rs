@@ -370,3 +370,27 @@ async fn an_unreachable_upstream_is_unavailable() {
     assert_eq!(e.code(), Code::Unavailable);
     assert_eq!(e.message(), "upstream unreachable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_no_route_allows_is_permission_denied_and_never_forwarded() {
+    let (addr, seen) = grpc_upstream().await;
+    let opts = Opts {
+        upstream_extra: "protocol = \"http2\"".into(),
+        // Only another namespace's service accounts may call this method; the rest is denied.
+        tail: "[authorization]\ndefault = \"deny\"\n[[authorization.routes]]\nname = \"unary\"\npath = \"/test.Echo/Unary\"\nservice_accounts = [\"elsewhere:*\"]\n".into(),
+        ..Opts::default()
+    };
+    let h = start_with_upstream_url(opts, &format!("http://{addr}")).await;
+    let mut g = client(&h).await;
+    let token = h.token();
+    for method in ["/test.Echo/Unary", "/test.Echo/Other"] {
+        let e = unary(&mut g, method, Some(&token))
+            .await
+            .expect_err("denied by the routes");
+        assert_eq!(e.code(), Code::PermissionDenied, "{method}");
+        // The proxy's own gRPC answer (tonic alone would map a bare 403 and say so), and no
+        // identity in it.
+        assert_eq!(e.message(), "forbidden", "{method}");
+    }
+    assert!(seen.lock().unwrap().is_empty(), "the upstream saw a call");
+}
