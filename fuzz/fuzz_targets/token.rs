@@ -6,7 +6,8 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use tokenreview_proxy::config::{ClaimMappings, IdentityMode};
+use tokenreview_proxy::claim_rules::{ClaimRuleSpec, ClaimRules, MappingSpec, RulesSpec};
+use tokenreview_proxy::config::IdentityMode;
 use tokenreview_proxy::identity::{self, TokenIds};
 use tokenreview_proxy::keys::{parse_jwks, Alg, KeySet};
 use tokenreview_proxy::verify::{self, Reject, TimePolicy};
@@ -20,12 +21,35 @@ static KEYS: LazyLock<KeySet> = LazyLock::new(|| {
     )
 });
 
-static MAPPINGS: LazyLock<ClaimMappings> = LazyLock::new(|| ClaimMappings {
-    username: "sub".into(),
-    username_prefix: "oidc:".into(),
-    groups: Some("groups".into()),
-    groups_prefix: "oidc:".into(),
-    uid: Some("jti".into()),
+/// OIDC mappings as an issuer states them: by claim name, and by CEL with a claim rule.
+static RULES: LazyLock<[ClaimRules; 2]> = LazyLock::new(|| {
+    let claim = |name: &str, prefix: Option<&str>| MappingSpec {
+        claim: Some(name.into()),
+        prefix: prefix.map(Into::into),
+        expression: None,
+    };
+    let expression = |e: &str| MappingSpec {
+        expression: Some(e.into()),
+        ..MappingSpec::default()
+    };
+    let by_name = RulesSpec {
+        username: claim("sub", Some("oidc:")),
+        groups: claim("groups", Some("oidc:")),
+        uid: claim("jti", None),
+        ..RulesSpec::default()
+    };
+    let by_cel = RulesSpec {
+        username: expression("'oidc:' + claims.sub"),
+        groups: expression("claims.groups"),
+        uid: expression("string(claims.iat)"),
+        claim_validation_rules: vec![ClaimRuleSpec {
+            expression: Some("claims.exp - claims.iat <= 86400".into()),
+            message: Some("lifetime".into()),
+            ..ClaimRuleSpec::default()
+        }],
+        ..RulesSpec::default()
+    };
+    [by_name, by_cel].map(|spec| ClaimRules::compile(spec).expect("fuzz claim rules"))
 });
 
 const MAX_LEN: usize = 16384;
@@ -65,7 +89,11 @@ fuzz_target!(|data: &[u8]| {
             .ok()
             .map(|(ns, name)| identity::legacy_identity(&t.claims, ns, name)),
     };
-    let oidc = identity::oidc_identity(&t.payload, &MAPPINGS).ok();
+    let oidc: Vec<_> = RULES
+        .iter()
+        .filter_map(|rules| rules.apply(&t.payload, None).ok())
+        .filter_map(|mapped| identity::oidc_identity(mapped).ok())
+        .collect();
     for id in identity.iter().chain(oidc.iter()) {
         for mode in [IdentityMode::Remote, IdentityMode::Impersonate] {
             if let Ok(headers) = identity::identity_headers(id, mode) {
