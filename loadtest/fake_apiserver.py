@@ -2,7 +2,8 @@
 """A minimal kube-apiserver stand-in for load tests of `bound_objects = true`: it serves, as
 metadata-only lists and watches, the service account, pod and node that the given token is
 bound to (read from the token's claims), so the proxy's watches sync and the token stays valid.
-Watches stay open (a BOOKMARK every 10 s) until their timeoutSeconds.
+Watches stay open (a BOOKMARK every 10 s) until their timeoutSeconds. A SubjectAccessReview
+POST is answered allowed (for `AUTHZ=sar` in instructions.sh).
 
 Usage: fake_apiserver.py PORT TOKEN
 """
@@ -65,6 +66,20 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(min(10, max(0.1, deadline - time.time())))
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        if not self.path.startswith("/apis/authorization.k8s.io/v1/subjectaccessreviews"):
+            self.send_response(404)
+            self.end_headers()
+            return
+        body["status"] = {"allowed": True, "reason": "load test"}
+        out = json.dumps(body).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
 
 
 ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()

@@ -23,7 +23,9 @@
 #        TOKEN_POD=NAME for a pod-bound token): the cached path's cost with the epoch check.
 #        AUTHZ=routes or AUTHZ=cel: with 20 authorization routes (lib.sh's authz_routes), the
 #        request decided by the last one: an allow-list, or a CEL expression. Compare with a run
-#        without AUTHZ to see what routing adds to the cached path.
+#        without AUTHZ to see what routing adds to the cached path. AUTHZ=sar: the 20th route
+#        also asks for a SubjectAccessReview (loadtest/fake_apiserver.py answers; after the
+#        warm-up every answer comes from the proxy's SAR cache).
 source "$(dirname "$0")/lib.sh"
 need oha nginx haproxy valgrind callgrind_control python3 openssl curl
 MISS=${MISS:-}
@@ -87,7 +89,7 @@ else
 fi
 
 BOUND_CFG=""
-if [ -n "${BOUND:-}" ]; then
+if [ -n "${BOUND:-}" ] || [ "${AUTHZ:-}" = sar ]; then
   FAKE_API_PORT=18094
   python3 "$ROOT/loadtest/fake_apiserver.py" "$FAKE_API_PORT" "$TOKEN" &
   PIDS+=($!)
@@ -99,8 +101,9 @@ users: [{name: u, user: {token: fake}}]
 contexts: [{name: fake, context: {cluster: fake, user: u}}]
 current-context: fake
 KC
-  BOUND_CFG=$(printf 'bound_objects = true\n[kubernetes]\nkubeconfig = "%s"\n' "$WORK/kubeconfig")
-  kind="$kind, bound_objects"
+  BOUND_CFG=$(printf '%s[kubernetes]\nkubeconfig = "%s"\n' "${BOUND:+bound_objects = true
+}" "$WORK/kubeconfig")
+  [ -n "${BOUND:-}" ] && kind="$kind, bound_objects"
 fi
 # The routes go after the issuer's lines: [[authorization.routes]] tables end the issuer table.
 proxy_config "$WORK/callgrind.toml" "workers = 1" "$BOUND_CFG${AUTHZ:+

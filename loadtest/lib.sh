@@ -175,7 +175,8 @@ TOML
 # authz_routes KIND: an [authorization] table of 20 routes for measuring what routing costs
 # on the cached path (loadtest/instructions.sh with AUTHZ=routes or AUTHZ=cel). The load's
 # request, GET / with the default:default token, passes the first 19 (other paths; one has a
-# CEL expression) and is decided by the 20th: an allow-list (routes) or a CEL expression (cel).
+# CEL expression) and is decided by the 20th: an allow-list (routes), a CEL expression (cel),
+# or an allow-list and a SubjectAccessReview answered from the proxy's cache (sar).
 authz_routes() {
   echo '[authorization]'
   echo 'default = "deny"'
@@ -184,7 +185,9 @@ authz_routes() {
   done
   printf '[[authorization.routes]]\nname = "reports"\npath_prefix = "/reports"\nexpression = %s\n' \
     "'request.method == \"GET\" && \"system:serviceaccounts:ops\" in user.groups'"
-  if [ "$1" = cel ]; then
+  if [ "$1" = sar ]; then
+    printf '[[authorization.routes]]\nname = "rest"\npath_prefix = "/"\nservice_accounts = ["default:*"]\nsubject_access_review = { non_resource = true }\n'
+  elif [ "$1" = cel ]; then
     printf '[[authorization.routes]]\nname = "rest"\npath_prefix = "/"\nexpression = %s\n' \
       "'request.method == \"GET\" && \"system:serviceaccounts:default\" in user.groups'"
   else
