@@ -23,14 +23,7 @@ async fn delete_to_first_401_for_a_cached_token() {
     let issuer = MockIssuer::start(vec![key.public_jwk()]).await.unwrap();
     let upstream = EchoUpstream::start().await.unwrap();
     let base = KubeTokenSpec::new(&issuer.issuer_url(), AUD);
-    api.put(
-        "serviceaccounts",
-        Some("default"),
-        "default",
-        &base.service_account_uid,
-        None,
-        &[],
-    );
+    api.put_token_service_account(&base);
     let (node, node_uid) = base.node.clone().unwrap();
     api.put("nodes", None, &node, &node_uid, None, &[]);
     let mut tokens = Vec::new();

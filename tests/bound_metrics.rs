@@ -31,14 +31,7 @@ async fn gauges_count_the_index_and_say_whether_each_watch_is_in_sync() {
     let issuer = MockIssuer::start(vec![key.public_jwk()]).await.unwrap();
     let upstream = EchoUpstream::start().await.unwrap();
     let spec = KubeTokenSpec::new(&issuer.issuer_url(), AUD);
-    api.put(
-        "serviceaccounts",
-        Some("default"),
-        "default",
-        &spec.service_account_uid,
-        None,
-        &[],
-    );
+    api.put_token_service_account(&spec);
     let (pod, pod_uid) = spec.pod.clone().unwrap();
     api.put("pods", Some("default"), &pod, &pod_uid, None, &[]);
     for i in 0..3 {

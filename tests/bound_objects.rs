@@ -47,14 +47,7 @@ async fn cluster(max_stale: &str, issuer_extra: &str, wait: bool) -> Cluster {
         .unwrap();
     let upstream = EchoUpstream::start().await.unwrap();
     let spec = KubeTokenSpec::new(&issuer.issuer_url(), AUD);
-    api.put(
-        "serviceaccounts",
-        Some("default"),
-        "default",
-        &spec.service_account_uid,
-        None,
-        &[],
-    );
+    api.put_token_service_account(&spec);
     let (pod, pod_uid) = spec.pod.clone().unwrap();
     api.put("pods", Some("default"), &pod, &pod_uid, None, &[]);
     let (node, node_uid) = spec.node.clone().unwrap();
@@ -516,14 +509,7 @@ async fn readyz_waits_for_the_initial_lists() {
     let token = h.key().sign(&dev::kube_claims(&spec));
     let r = h.get_with_token("/x", &token, &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
-    api.put(
-        "serviceaccounts",
-        Some("default"),
-        "default",
-        &spec.service_account_uid,
-        None,
-        &[],
-    );
+    api.put_token_service_account(&spec);
     let (pod, uid) = spec.pod.clone().unwrap();
     api.put("pods", Some("default"), &pod, &uid, None, &[]);
     api.restart().await;

@@ -186,6 +186,18 @@ impl FakeApiserver {
         rv
     }
 
+    /// The service account `default/default` of `spec`'s tokens, with their uid.
+    pub fn put_token_service_account(&self, spec: &tokenreview_proxy::dev::KubeTokenSpec) {
+        self.put(
+            "serviceaccounts",
+            Some("default"),
+            "default",
+            &spec.service_account_uid,
+            None,
+            &[],
+        );
+    }
+
     /// Delete an object (a `DELETED` event); false if it was not there.
     pub fn delete(&self, kind: &'static str, ns: Option<&str>, name: &str) -> bool {
         let mut st = self.inner.state.lock().unwrap();
