@@ -8,6 +8,9 @@
 # machine spent per request (nginx's workers, oha, idle time): the three processes share two
 # cores, so a proxy's req/s is bounded by the CPU the other two leave it.
 #
+# TLS=h1 or TLS=h2: over TLS instead, against HAProxy terminating TLS (HTTP/2: STREAMS streams
+# on each connection, 8 by default), the upstream still nginx over HTTP/1.1.
+#
 # Usage: loadtest/cpu.sh BIN...        (N=150000 ROUNDS=2 by default)
 # Needs: oha, haproxy, nginx, openssl, python3, curl.
 source "$(dirname "$0")/lib.sh"
@@ -18,12 +21,23 @@ ROUNDS=${ROUNDS:-2}
 mkdir -p "$WORK"
 BIN=$1 setup_keys
 start_nginx
-start_haproxy
-NAMES=(haproxy) PORTS=($HAPROXY_PASS_PORT) PROCS=(${PIDS[-1]})
+SCHEME=http OHA_FLAGS=() SERVER_LINES=
+if [ -n "${TLS:-}" ]; then
+  setup_tls
+  start_haproxy_tls 18444 "127.0.0.1:$NGINX_PORT"
+  NAMES=(haproxy-tls) PORTS=(18444) PROCS=(${PIDS[-1]})
+  SCHEME=https OHA_FLAGS=(--insecure)
+  [ "$TLS" = h2 ] && OHA_FLAGS+=(--http2 -p "${STREAMS:-8}")
+  SERVER_LINES="tls_cert_file = \"$WORK/tls.crt\"
+tls_key_file = \"$WORK/tls.key\""
+else
+  start_haproxy
+  NAMES=(haproxy) PORTS=($HAPROXY_PASS_PORT) PROCS=(${PIDS[-1]})
+fi
 i=1
 for b in "$@"; do
   port=$((PROXY_PORT + i * 10))
-  start_build "$b" "$port" $((PROXY_ADMIN_PORT + i * 10)) "$WORK/cpu-$i.log"
+  start_build "$b" "$port" $((PROXY_ADMIN_PORT + i * 10)) "$WORK/cpu-$i.log" "$SERVER_LINES"
   NAMES+=("$(basename "$b")") PORTS+=($port) PROCS+=(${PIDS[-1]})
   i=$((i + 1))
 done
@@ -41,8 +55,8 @@ for r in $(seq 1 "$ROUNDS"); do
   for j in "${!NAMES[@]}"; do
     p=${PROCS[$j]}
     read -r u0 s0 < <(ticks "$p"); read -r v0 n0 < <(switches "$p"); g0=$(nginx_ticks); i0=$(idle_ticks)
-    { time oha --no-tui --output-format json -n "$N" -c 64 -H "Authorization: Bearer $TOKEN" \
-      "http://127.0.0.1:${PORTS[$j]}/" > "$WORK/cpu-oha.json" 2>/dev/null; } 2> "$WORK/cpu-oha-time.txt"
+    { time oha --no-tui --output-format json -n "$N" -c 64 "${OHA_FLAGS[@]}" \
+      -H "Authorization: Bearer $TOKEN" "$SCHEME://127.0.0.1:${PORTS[$j]}/" > "$WORK/cpu-oha.json" 2>/dev/null; } 2> "$WORK/cpu-oha-time.txt"
     read -r u1 s1 < <(ticks "$p"); read -r v1 n1 < <(switches "$p"); g1=$(nginx_ticks); i1=$(idle_ticks)
     read -r ou os < "$WORK/cpu-oha-time.txt"
     python3 - "$WORK/cpu-oha.json" "$r" "${NAMES[$j]}" "$N" "$HZ" $u0 $u1 $s0 $s1 $v0 $v1 $n0 $n1 $g0 $g1 $i0 $i1 $ou $os <<'PY'

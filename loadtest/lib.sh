@@ -109,6 +109,39 @@ NGX
   wait_port $NGINX_PORT
 }
 
+# A self-signed certificate for 127.0.0.1: $WORK/tls.crt and tls.key, both in tls.pem (HAProxy).
+setup_tls() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
+    -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+  cat "$WORK/tls.crt" "$WORK/tls.key" > "$WORK/tls.pem"
+}
+
+# start_haproxy_tls PORT SERVER: HAProxy terminating TLS (ALPN h2 and http/1.1) on PORT, no
+# auth, in front of SERVER (a `server` line's address and options); its pid is ${PIDS[-1]}.
+start_haproxy_tls() {
+  cat > "$WORK/haproxy-tls-$1.cfg" <<HAP
+global
+  nbthread 2
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend tls
+  bind 127.0.0.1:$1 ssl crt $WORK/tls.pem alpn h2,http/1.1
+  default_backend upstream
+backend upstream
+  http-reuse always
+  server u1 $2
+HAP
+  haproxy -f "$WORK/haproxy-tls-$1.cfg" -q 9>&- &
+  PIDS+=($!)
+  wait_port "$1"
+}
+
 start_haproxy() {
   cat > "$WORK/haproxy.cfg" <<HAP
 global
@@ -207,10 +240,10 @@ start_proxy() {
   echo "proxy not ready" >&2; cat "$WORK/proxy.log" >&2; exit 1
 }
 
-# start_build BIN PORT ADMIN_PORT LOG: one more proxy, possibly another build, with the
-# load-test config on other ports (for side-by-side runs); its pid is ${PIDS[-1]}.
+# start_build BIN PORT ADMIN_PORT LOG [SERVER_LINES]: one more proxy, possibly another build,
+# with the load-test config on other ports (for side-by-side runs); its pid is ${PIDS[-1]}.
 start_build() {
-  PROXY_PORT=$2 PROXY_ADMIN_PORT=$3 proxy_config "$WORK/proxy-$2.toml"
+  PROXY_PORT=$2 PROXY_ADMIN_PORT=$3 proxy_config "$WORK/proxy-$2.toml" "${5:-}"
   RUST_LOG=warn "$1" run --config "$WORK/proxy-$2.toml" 2> "$4" 9>&- &
   PIDS+=($!)
   for _ in $(seq 1 100); do

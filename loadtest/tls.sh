@@ -19,12 +19,7 @@ build
 mkdir -p "$WORK"
 setup_keys
 
-# A self-signed certificate for 127.0.0.1, shared by the three servers.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
-  -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
-cat "$WORK/tls.crt" "$WORK/tls.key" > "$WORK/tls.pem"
-
+setup_tls
 start_nginx
 cat > "$WORK/nginx-tls.conf" <<NGX
 worker_processes 2;
@@ -48,26 +43,7 @@ nginx -c "$WORK/nginx-tls.conf" 9>&-
 trap 'kill "$(cat "$WORK/nginx-tls.pid")" 2>/dev/null || true; cleanup' EXIT
 wait_port $NGINX_TLS_PORT
 
-cat > "$WORK/haproxy-tls.cfg" <<HAP
-global
-  nbthread 2
-  maxconn 9000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-frontend tls
-  bind 127.0.0.1:$HAPROXY_TLS_PORT ssl crt $WORK/tls.pem alpn h2,http/1.1
-  default_backend nginx
-backend nginx
-  http-reuse always
-  server n1 127.0.0.1:$NGINX_PORT
-HAP
-haproxy -f "$WORK/haproxy-tls.cfg" -q 9>&- &
-PIDS+=($!)
-wait_port $HAPROXY_TLS_PORT
+start_haproxy_tls $HAPROXY_TLS_PORT "127.0.0.1:$NGINX_PORT"
 
 proxy_config "$WORK/proxy-tls.toml" "tls_cert_file = \"$WORK/tls.crt\"
 tls_key_file = \"$WORK/tls.key\""
