@@ -56,6 +56,8 @@ if [ "${PROTO:-grpc}" = h1 ]; then
   BACKEND="127.0.0.1:$NGINX_PORT"
   UPSTREAM="http://127.0.0.1:$NGINX_PORT"
   PROTOCOL=http1
+  # As many upstream connections as calls in flight, as HAProxy opens (tls.sh says why).
+  UPSTREAM_LINES="max_connections = ${UPSTREAM_MAX_CONNECTIONS:-$((CONNS * STREAMS / 2))}"
 else
   BACKEND="127.0.0.1:$H2C_PORT proto h2"
   UPSTREAM="http://127.0.0.1:$H2C_PORT"

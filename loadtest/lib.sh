@@ -182,7 +182,8 @@ HAP
 }
 
 # proxy_config FILE [SERVER_LINES] [ISSUER_LINES]: the load-test config (nginx upstream, the
-# loadtest issuer from jwks.json), with extra lines for [server] and for the issuer.
+# loadtest issuer from jwks.json), with extra lines for [server] and for the issuer, and
+# $UPSTREAM_LINES for [upstream].
 proxy_config() {
   cat > "$1" <<TOML
 [server]
@@ -193,6 +194,7 @@ ${2:-}
 listen = "127.0.0.1:$PROXY_ADMIN_PORT"
 [upstream]
 url = "http://127.0.0.1:$NGINX_PORT"
+${UPSTREAM_LINES:-}
 [cache]
 max_entries = ${CACHE_MAX_ENTRIES:-1000000}
 [[issuers]]

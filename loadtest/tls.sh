@@ -4,7 +4,10 @@
 #   and tokenreview-proxy (TLS, one cached token), the same nginx upstream behind both,
 # ROUNDS rounds (3 by default) in an order rotated every round, then the median ratio
 # tokenreview-proxy / HAProxy per protocol. HTTP/2 runs `oha --http2 -p STREAMS` (8 streams
-# on each of CONNS connections).
+# on each of CONNS connections). HAProxy opens as many connections to nginx as requests are in
+# flight; tokenreview-proxy gets as many with `upstream.max_connections` (per worker) set to
+# UPSTREAM_MAX_CONNECTIONS, CONNS * STREAMS / 2 by default (UPSTREAM_MAX_CONNECTIONS=16: the
+# shipped default, which makes HTTP/2 requests queue for 32 connections).
 #
 # Usage: loadtest/tls.sh      (DURATION=10s CONNS=64 STREAMS=8 ROUNDS=3 by default)
 #        BIN=target/release/tokenreview-proxy NO_BUILD=1 loadtest/tls.sh: race the plain
@@ -13,6 +16,8 @@ source "$(dirname "$0")/lib.sh"
 need oha haproxy nginx openssl python3 curl
 ROUNDS=${ROUNDS:-3}
 STREAMS=${STREAMS:-8}
+UPSTREAM_MAX_CONNECTIONS=${UPSTREAM_MAX_CONNECTIONS:-$((CONNS * STREAMS / 2))}
+UPSTREAM_LINES="max_connections = $UPSTREAM_MAX_CONNECTIONS"
 NGINX_TLS_PORT=18443
 HAPROXY_TLS_PORT=18444
 build
@@ -54,7 +59,7 @@ for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$PROXY_ADMIN_PORT/readyz" >/dev/null && break
   sleep 0.05
 done
-echo "tokenreview-proxy under test: $BIN" >&2
+echo "tokenreview-proxy under test: $BIN (upstream.max_connections = $UPSTREAM_MAX_CONNECTIONS)" >&2
 AUTH="Authorization: Bearer $TOKEN"
 
 # Each server answers 200 over both protocols before anything is measured.
