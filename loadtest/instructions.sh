@@ -26,6 +26,9 @@
 #        without AUTHZ to see what routing adds to the cached path. AUTHZ=sar: the 20th route
 #        also asks for a SubjectAccessReview (loadtest/fake_apiserver.py answers; after the
 #        warm-up every answer comes from the proxy's SAR cache).
+#        TLS=h1 or TLS=h2: the cached case over TLS (HTTP/2: STREAMS streams on each
+#        connection, 8 by default), against HAProxy terminating TLS; the upstream is nginx over
+#        HTTP/1.1 either way. UPSTREAM_LINES adds lines to [upstream] (max_connections = N).
 source "$(dirname "$0")/lib.sh"
 need oha nginx haproxy valgrind callgrind_control python3 openssl curl
 MISS=${MISS:-}
@@ -39,6 +42,13 @@ mkdir -p "$WORK"
 setup_keys
 start_nginx
 AUTH="Authorization: Bearer $TOKEN"
+SCHEME=http OHA_FLAGS=() TLS_CFG=""
+if [ -n "${TLS:-}" ]; then
+  setup_tls
+  SCHEME=https OHA_FLAGS=(--insecure)
+  [ "$TLS" = h2 ] && OHA_FLAGS+=(--http2 -p "${STREAMS:-8}")
+  TLS_CFG=$(printf 'tls_cert_file = "%s"\ntls_key_file = "%s"' "$WORK/tls.crt" "$WORK/tls.key")
+fi
 
 # Run "$@" under callgrind, load it on port $1... print instructions per request.
 count() { # name port command...
@@ -56,9 +66,9 @@ count() { # name port command...
     ok=$(python3 "$ROOT/loadtest/send_tokens.py" "$TOKENS" "$port" 200 "$N")
     callgrind_control --dump "$vp" > /dev/null
   else
-    oha --no-tui -n 500 -c "$OHA_CONNS" -H "$AUTH" "http://127.0.0.1:$port/" > /dev/null 2>&1
+    oha --no-tui -n 500 -c "$OHA_CONNS" "${OHA_FLAGS[@]}" -H "$AUTH" "$SCHEME://127.0.0.1:$port/" > /dev/null 2>&1
     callgrind_control --zero "$vp" > /dev/null
-    oha --no-tui --output-format json -n "$N" -c "$OHA_CONNS" -H "$AUTH" "http://127.0.0.1:$port/" > "$WORK/oha.json" 2>/dev/null
+    oha --no-tui --output-format json -n "$N" -c "$OHA_CONNS" "${OHA_FLAGS[@]}" -H "$AUTH" "$SCHEME://127.0.0.1:$port/" > "$WORK/oha.json" 2>/dev/null
     callgrind_control --dump "$vp" > /dev/null
     ok=$(python3 -c "import json; print(json.load(open('$WORK/oha.json'))['statusCodeDistribution'].get('200', 0))")
   fi
@@ -83,6 +93,13 @@ if [ -n "$MISS" ]; then
   TOKENS=$(unique_tokens $((N + 200)) k1 ${TOKEN_POD:+distinct-pods})
   count "HAProxy jwt_verify, unique tokens" "$HAPROXY_JWT_PORT" haproxy -f "$WORK/haproxy1.cfg" -q
   kind="unique tokens"
+elif [ -n "${TLS:-}" ]; then
+  start_haproxy_tls 18444 "127.0.0.1:$NGINX_PORT"
+  pkill -f "haproxy -f $WORK/haproxy-tls-18444.cfg" || true
+  sleep 0.5
+  sed 's/nbthread 2/nbthread 1/' "$WORK/haproxy-tls-18444.cfg" > "$WORK/haproxy1-tls.cfg"
+  count "HAProxy TLS $TLS passthrough (no auth)" 18444 haproxy -f "$WORK/haproxy1-tls.cfg" -q
+  kind="cached, TLS $TLS"
 else
   count "HAProxy passthrough (no auth)" "$HAPROXY_PASS_PORT" haproxy -f "$WORK/haproxy1.cfg" -q
   kind=cached
@@ -106,7 +123,8 @@ KC
   [ -n "${BOUND:-}" ] && kind="$kind, bound_objects"
 fi
 # The routes go after the issuer's lines: [[authorization.routes]] tables end the issuer table.
-proxy_config "$WORK/callgrind.toml" "workers = 1" "$BOUND_CFG${AUTHZ:+
+proxy_config "$WORK/callgrind.toml" "workers = 1${TLS_CFG:+
+$TLS_CFG}" "$BOUND_CFG${AUTHZ:+
 $(authz_routes "$AUTHZ")}"
 [ -n "${AUTHZ:-}" ] && kind="$kind, 20 routes ($AUTHZ)"
 for b in "$@"; do
