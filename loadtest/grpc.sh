@@ -71,10 +71,7 @@ sed -i "s|^url = .*|url = \"$UPSTREAM\"\nprotocol = \"$PROTOCOL\"|" "$WORK/proxy
 RUST_LOG=warn "$BIN" run --config "$WORK/proxy-grpc.toml" 2> "$WORK/proxy-grpc.log" 9>&- &
 PIDS+=($!)
 wait_port $PROXY_PORT
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$PROXY_ADMIN_PORT/readyz" >/dev/null && break
-  sleep 0.05
-done
+wait_ready $PROXY_ADMIN_PORT || { echo "proxy not ready" >&2; cat "$WORK/proxy-grpc.log" >&2; exit 1; }
 echo "tokenreview-proxy under test: $BIN" >&2
 AUTH="Authorization: Bearer $TOKEN"
 HEADERS=(-H "content-type: application/grpc" -H "te: trailers")

@@ -109,6 +109,21 @@ NGX
   wait_port $NGINX_PORT
 }
 
+# The global and defaults sections of every HAProxy here: two threads, HTTP mode, keep-alive.
+haproxy_head() {
+  cat <<HAP
+global
+  nbthread 2
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+HAP
+}
+
 # A self-signed certificate for 127.0.0.1: $WORK/tls.crt and tls.key, both in tls.pem (HAProxy).
 setup_tls() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -120,16 +135,7 @@ setup_tls() {
 # start_haproxy_tls PORT SERVER: HAProxy terminating TLS (ALPN h2 and http/1.1) on PORT, no
 # auth, in front of SERVER (a `server` line's address and options); its pid is ${PIDS[-1]}.
 start_haproxy_tls() {
-  cat > "$WORK/haproxy-tls-$1.cfg" <<HAP
-global
-  nbthread 2
-  maxconn 9000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
+  { haproxy_head; cat <<HAP
 frontend tls
   bind 127.0.0.1:$1 ssl crt $WORK/tls.pem alpn h2,http/1.1
   default_backend upstream
@@ -137,22 +143,14 @@ backend upstream
   http-reuse always
   server u1 $2
 HAP
+  } > "$WORK/haproxy-tls-$1.cfg"
   haproxy -f "$WORK/haproxy-tls-$1.cfg" -q 9>&- &
   PIDS+=($!)
   wait_port "$1"
 }
 
 start_haproxy() {
-  cat > "$WORK/haproxy.cfg" <<HAP
-global
-  nbthread 2
-  maxconn 9000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
+  { haproxy_head; cat <<HAP
 frontend passthrough
   bind 127.0.0.1:$HAPROXY_PASS_PORT
   default_backend nginx
@@ -175,6 +173,7 @@ backend nginx
   http-reuse always
   server n1 127.0.0.1:$NGINX_PORT
 HAP
+  } > "$WORK/haproxy.cfg"
   haproxy -f "$WORK/haproxy.cfg" -q 9>&- &
   PIDS+=($!)
   wait_port $HAPROXY_PASS_PORT
@@ -230,15 +229,21 @@ authz_routes() {
   fi
 }
 
+# wait_ready ADMIN_PORT: wait (5 s at most) for a proxy's /readyz to answer 200.
+wait_ready() {
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
 start_proxy() {
   proxy_config "$WORK/proxy.toml" "" "${1:-}"
   RUST_LOG=warn "$BIN" run --config "$WORK/proxy.toml" 2> "$WORK/proxy.log" 9>&- &
   PIDS+=($!)
   wait_port $PROXY_PORT
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$PROXY_ADMIN_PORT/readyz" >/dev/null && return 0
-    sleep 0.05
-  done
+  wait_ready $PROXY_ADMIN_PORT && return 0
   echo "proxy not ready" >&2; cat "$WORK/proxy.log" >&2; exit 1
 }
 
@@ -248,10 +253,7 @@ start_build() {
   PROXY_PORT=$2 PROXY_ADMIN_PORT=$3 proxy_config "$WORK/proxy-$2.toml" "${5:-}"
   RUST_LOG=warn "$1" run --config "$WORK/proxy-$2.toml" 2> "$4" 9>&- &
   PIDS+=($!)
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$3/readyz" >/dev/null && return 0
-    sleep 0.05
-  done
+  wait_ready "$3" && return 0
   echo "proxy $1 not ready" >&2; cat "$4" >&2; exit 1
 }
 

@@ -55,10 +55,7 @@ tls_key_file = \"$WORK/tls.key\""
 RUST_LOG=warn "$BIN" run --config "$WORK/proxy-tls.toml" 2> "$WORK/proxy-tls.log" 9>&- &
 PIDS+=($!)
 wait_port $PROXY_PORT
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$PROXY_ADMIN_PORT/readyz" >/dev/null && break
-  sleep 0.05
-done
+wait_ready $PROXY_ADMIN_PORT || { echo "proxy not ready" >&2; cat "$WORK/proxy-tls.log" >&2; exit 1; }
 echo "tokenreview-proxy under test: $BIN (upstream.max_connections = $UPSTREAM_MAX_CONNECTIONS)" >&2
 AUTH="Authorization: Bearer $TOKEN"
 

@@ -7,42 +7,12 @@ mod common;
 
 use std::path::Path;
 
+use common::pki::test_pki;
 use common::*;
 use http::StatusCode;
 use serde_json::{json, Value};
 use tokenreview_proxy::config::Config;
 use tokenreview_proxy::dev::{self, EchoUpstream, MockIssuer, TestKey};
-
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-/// A private CA and a server certificate for 127.0.0.1 signed by it.
-fn pki(name: &str) -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{name} CA"));
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&server_key, &ca).unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: server_key.serialize_pem(),
-    }
-}
 
 /// `text` indented by `n` spaces (a PEM block inside a YAML literal).
 fn indent(text: &str, n: usize) -> String {
@@ -80,7 +50,10 @@ fn oidc_token(key: &TestKey, iss: &str, aud: &str, claims: Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_https_issuers_from_an_authentication_configuration_each_with_its_rules() {
-    let (pki_a, pki_b) = (pki("corp"), pki("ci"));
+    let (pki_a, pki_b) = (
+        test_pki("corp", &["127.0.0.1"]),
+        test_pki("ci", &["127.0.0.1"]),
+    );
     let key_a = TestKey::generate("RS256", "a1").unwrap();
     let key_b = TestKey::generate("ES512", "b1").unwrap();
     let corp = MockIssuer::start_tls(vec![key_a.public_jwk()], &pki_a.cert_pem, &pki_a.key_pem)
@@ -218,7 +191,10 @@ jwt:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_is_trusted_only_through_its_own_certificate_authority() {
-    let (pki_a, pki_b) = (pki("corp"), pki("other"));
+    let (pki_a, pki_b) = (
+        test_pki("corp", &["127.0.0.1"]),
+        test_pki("other", &["127.0.0.1"]),
+    );
     let key = TestKey::generate("RS256", "a1").unwrap();
     let corp = MockIssuer::start_tls(vec![key.public_jwk()], &pki_a.cert_pem, &pki_a.key_pem)
         .await

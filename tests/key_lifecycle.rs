@@ -7,6 +7,7 @@
 //! Every test that reads metrics uses its own issuer name: the Prometheus recorder is
 //! process-wide, shared by all tests of this binary.
 mod common;
+use common::pki::test_pki;
 use common::*;
 
 use std::future::Future;
@@ -407,46 +408,10 @@ async fn token_file_is_reread_before_every_fetch() {
     .await;
 }
 
-struct TestPki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-/// A private CA and a server certificate for 127.0.0.1 and localhost signed by it.
-fn test_pki() -> TestPki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "key-lifecycle test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
-        .expect("CA cert");
-
-    let server_key = KeyPair::generate().expect("server key");
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .expect("server params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "mock issuer");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&server_key, &ca).expect("server cert");
-    TestPki {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: server_key.serialize_pem(),
-    }
-}
-
 // 8
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_issuer_trusted_through_ca_file_only() {
-    let pki = test_pki();
+    let pki = test_pki("mock issuer", &["127.0.0.1", "localhost"]);
     let key = es256("k1");
     let issuer = MockIssuer::start_tls(jwks_of(&[&key]), &pki.cert_pem, &pki.key_pem)
         .await

@@ -2,6 +2,7 @@
 //! upstream records for `auto`, `http1` and `http2`, over cleartext (h2c by prior knowledge)
 //! and over TLS (ALPN), for HTTP/1 and HTTP/2 clients.
 mod common;
+use common::pki::{test_pki, TestPki};
 use common::*;
 
 use std::io::Write;
@@ -12,27 +13,6 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokenreview_proxy::dev::{EchoUpstream, MockIssuer, TestKey};
-
-/// A private CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, cert, key).
-fn test_pki() -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "upstream test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
-        .expect("CA cert");
-    let key = KeyPair::generate().expect("server key");
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &ca).expect("server cert");
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
 
 /// The proxy in front of `upstream`, with `upstream_extra` in `[upstream]`.
 async fn proxy_to(upstream: EchoUpstream, upstream_extra: String) -> Harness {
@@ -105,7 +85,11 @@ async fn auto_is_http1_to_an_http_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_takes_http2_when_a_tls_upstream_offers_it_by_alpn_and_http1_keeps_http1() {
-    let (ca, cert, key) = test_pki();
+    let TestPki {
+        ca_pem: ca,
+        cert_pem: cert,
+        key_pem: key,
+    } = test_pki("upstream test", &["127.0.0.1"]);
     let mut ca_file = tempfile::NamedTempFile::new().expect("tempfile");
     ca_file.write_all(ca.as_bytes()).expect("write");
     let ca_line = format!("ca_file = \"{}\"", ca_file.path().display());

@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod fake_apiserver;
+pub mod pki;
 
 use std::io::Write;
 use std::net::SocketAddr;
