@@ -94,6 +94,24 @@ max_stale = "{max_stale}"
 }
 
 impl Cluster {
+    /// `token` is refused as `invalidated` within 5 s.
+    async fn invalidated_within_5s(&self, token: &str) -> bool {
+        within(Duration::from_secs(5), || async {
+            is_invalidated(&self.h.get_with_token("/x", token, &[]).await)
+        })
+        .await
+        .is_some()
+    }
+
+    /// A request with `token()`, called again for each try, is answered 200 within 5 s.
+    async fn accepted_within_5s(&self, token: impl Fn() -> String) -> bool {
+        within(Duration::from_secs(5), || async {
+            self.h.get_with_token("/x", &token(), &[]).await.status == StatusCode::OK
+        })
+        .await
+        .is_some()
+    }
+
     fn token(&self, spec: &KubeTokenSpec) -> String {
         self.h.key().sign(&dev::kube_claims(spec))
     }
@@ -369,11 +387,7 @@ async fn cut_watches_resume_and_an_expired_version_relists() {
         None,
         &[],
     );
-    assert!(within(Duration::from_secs(5), || async {
-        is_invalidated(&c.h.get_with_token("/x", &token, &[]).await)
-    })
-    .await
-    .is_some());
+    assert!(c.invalidated_within_5s(&token).await);
     assert_eq!(lists(&c), listed, "a cut watch is resumed, not relisted");
     let resumed = c
         .api
@@ -386,14 +400,7 @@ async fn cut_watches_resume_and_an_expired_version_relists() {
     // the pod.
     c.api
         .put("pods", Some("default"), &pod, &pod_uid, None, &[]);
-    assert!(within(Duration::from_secs(5), || async {
-        c.h.get_with_token("/x", &c.token(&c.spec), &[])
-            .await
-            .status
-            == StatusCode::OK
-    })
-    .await
-    .is_some());
+    assert!(c.accepted_within_5s(|| c.token(&c.spec)).await);
     let token = c.token(&c.spec);
     assert_eq!(
         c.h.get_with_token("/x", &token, &[]).await.status,
@@ -420,11 +427,7 @@ async fn watches_broken_past_max_stale_fail_closed_and_recover() {
     let c = cluster("1s", "", true).await;
     let token = c.token(&c.spec);
     // A changed issuer fetches its keys anew first.
-    assert!(within(Duration::from_secs(5), || async {
-        c.h.get_with_token("/x", &token, &[]).await.status == StatusCode::OK
-    })
-    .await
-    .is_some());
+    assert!(c.accepted_within_5s(|| token.clone()).await);
     assert_eq!(c.readyz().await.0, StatusCode::OK);
     c.api.stop();
     // Within max_stale the last state serves.
@@ -745,11 +748,7 @@ async fn reloads_keep_start_and_stop_the_watches() {
     c.api.delete("pods", Some("default"), &pod);
     let token = c.token(&c.spec);
     // A changed issuer fetches its keys anew first.
-    assert!(within(Duration::from_secs(5), || async {
-        c.h.get_with_token("/x", &token, &[]).await.status == StatusCode::OK
-    })
-    .await
-    .is_some());
+    assert!(c.accepted_within_5s(|| token.clone()).await);
     assert_eq!(c.readyz().await.0, StatusCode::OK);
     // On again: fresh watches, and the token is refused.
     running
@@ -758,20 +757,9 @@ async fn reloads_keep_start_and_stop_the_watches() {
         .unwrap();
     let fresh = running.runtime().auth.bound_objects().cloned().unwrap();
     assert!(!std::sync::Arc::ptr_eq(&first, &fresh));
-    assert!(within(Duration::from_secs(5), || async {
-        is_invalidated(&c.h.get_with_token("/x", &token, &[]).await)
-    })
-    .await
-    .is_some());
+    assert!(c.invalidated_within_5s(&token).await);
     assert!(lists() > listed);
     c.api
         .put("pods", Some("default"), &pod, &pod_uid, None, &[]);
-    assert!(within(Duration::from_secs(5), || async {
-        c.h.get_with_token("/x", &c.token(&c.spec), &[])
-            .await
-            .status
-            == StatusCode::OK
-    })
-    .await
-    .is_some());
+    assert!(c.accepted_within_5s(|| c.token(&c.spec)).await);
 }
