@@ -49,13 +49,8 @@ impl Expression {
     /// Compile `source`. `variables` are the names the caller will bind: an expression that
     /// names any other top-level variable is refused here, not at the first request.
     pub fn compile(source: &str, variables: &[&str]) -> Result<Expression, String> {
-        if source.trim().is_empty() {
-            return Err("the expression is empty".into());
-        }
-        let program = ENV.compile(source).map_err(|e| e.to_string())?;
-        let mut free = Vec::new();
-        free_variables(program.expression(), &mut Vec::new(), &mut free);
-        if let Some(v) = free.iter().find(|v| !variables.contains(v)) {
+        let (program, mut free) = parse(&ENV, source)?;
+        if let Some(v) = free.iter().find(|v| !variables.contains(&v.as_str())) {
             return Err(format!(
                 "undeclared variable {v:?} (available: {})",
                 variables.join(", ")
@@ -63,11 +58,10 @@ impl Expression {
         }
         free.sort_unstable();
         free.dedup();
-        let variables = free.into_iter().map(str::to_string).collect();
         Ok(Expression {
             source: source.to_string(),
             program,
-            variables,
+            variables: free,
         })
     }
 
@@ -91,8 +85,22 @@ impl Expression {
     }
 }
 
+/// Compile `source` in `env`, refusing an empty one: the program, and the variables it names
+/// that no macro binds, in the order they appear (repeats kept). Each caller checks them
+/// against what it binds.
+pub fn parse(env: &Env, source: &str) -> Result<(::cel::Program, Vec<String>), String> {
+    if source.trim().is_empty() {
+        return Err("the expression is empty".into());
+    }
+    let program = env.compile(source).map_err(|e| e.to_string())?;
+    let mut free = Vec::new();
+    free_variables(program.expression(), &mut Vec::new(), &mut free);
+    let free = free.into_iter().map(str::to_string).collect();
+    Ok((program, free))
+}
+
 /// The variables `e` names that no macro binds (`xs.exists(x, ...)` binds `x`).
-pub fn free_variables<'e>(e: &'e IdedExpr, bound: &mut Vec<&'e str>, out: &mut Vec<&'e str>) {
+fn free_variables<'e>(e: &'e IdedExpr, bound: &mut Vec<&'e str>, out: &mut Vec<&'e str>) {
     match &e.expr {
         Expr::Ident(name) => {
             if !name.starts_with('@') && !bound.contains(&name.as_str()) {

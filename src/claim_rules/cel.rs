@@ -60,13 +60,8 @@ impl PartialEq for Expression {
 
 impl Expression {
     pub fn compile(source: &str, scope: Scope) -> Result<Expression, String> {
-        if source.trim().is_empty() {
-            return Err("the expression is empty".into());
-        }
-        let program = ENV.compile(source).map_err(|e| e.to_string())?;
-        let mut free = Vec::new();
-        crate::cel::free_variables(program.expression(), &mut Vec::new(), &mut free);
-        if let Some(v) = free.iter().find(|v| **v != scope.variable()) {
+        let (program, free) = crate::cel::parse(&ENV, source)?;
+        if let Some(v) = free.iter().find(|v| *v != scope.variable()) {
             return Err(format!(
                 "undeclared reference to {v:?} (only `{}` is available here)",
                 scope.variable()
