@@ -103,6 +103,18 @@ impl Cluster {
         .is_some()
     }
 
+    /// The proxy's index holds more than `before` objects of `kind` within 5 s (its gauge,
+    /// updated each tick, lags the index). Wait for this before a token bound to a new object
+    /// is first sent: one sent earlier is refused as not found, and the refusal is cached.
+    async fn indexed_beyond(&self, kind: &str, before: f64) -> bool {
+        let series = format!("tokenreview_proxy_bound_objects{{kind=\"{kind}\"}}");
+        within(Duration::from_secs(5), || async {
+            self.h.metric(&series).await > before
+        })
+        .await
+        .is_some()
+    }
+
     /// A request with `token()`, called again for each try, is answered 200 within 5 s.
     async fn accepted_within_5s(&self, token: impl Fn() -> String) -> bool {
         within(Duration::from_secs(5), || async {
@@ -152,6 +164,9 @@ impl Cluster {
         }
     }
 }
+
+/// The proxy's count of indexed secrets.
+const SECRETS: &str = r#"tokenreview_proxy_bound_objects{kind="secrets"}"#;
 
 /// Poll `f` every 20 ms until it is true or `limit` passes; the time it took.
 async fn within<F, Fut>(limit: Duration, mut f: F) -> Option<Duration>
@@ -267,6 +282,7 @@ async fn each_kind_gone_or_recreated_refuses_the_tokens_bound_to_it() {
     assert!(took.is_some(), "{}", expect("node deleted"));
     // A secret-bound token (kubectl create token --bound-object-kind Secret).
     let secret_uid = dev::random_uuid();
+    let secrets = c.h.metric(SECRETS).await;
     c.api.put(
         "secrets",
         Some("default"),
@@ -275,6 +291,7 @@ async fn each_kind_gone_or_recreated_refuses_the_tokens_bound_to_it() {
         None,
         &[],
     );
+    assert!(c.indexed_beyond("secrets", secrets).await);
     let mut claims = dev::kube_claims(&KubeTokenSpec {
         pod: None,
         node: None,
@@ -537,6 +554,7 @@ async fn legacy_tokens_need_their_secret_unmarked_and_their_service_account() {
             "kubernetes.io/serviceaccount/service-account.uid": c.spec.service_account_uid,
         }))
     };
+    let secrets = c.h.metric(SECRETS).await;
     c.api.put(
         "secrets",
         Some("default"),
@@ -545,6 +563,7 @@ async fn legacy_tokens_need_their_secret_unmarked_and_their_service_account() {
         None,
         &[],
     );
+    assert!(c.indexed_beyond("secrets", secrets).await);
     let token = legacy("default-token-abc");
     let ok = within(Duration::from_secs(3), || async {
         c.h.get_with_token("/x", &token, &[]).await.status == StatusCode::OK
